@@ -1,0 +1,64 @@
+# kuasar-py — the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+SANDBOX_ROOT ?= /tmp/kuasar-demo
+DEMO_ID ?= demo-pod-1
+
+.PHONY: all setup demo test test-unit test-functional test-interop test-vm lint proto fuzz bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@if [ "$$(uname -s)" = Linux ] && command -v dpkg-query >/dev/null; then ./scripts/setup-debian.sh; fi
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,fast]'
+	@touch $@
+
+setup: $(STAMP)
+
+# Start a local sandbox (no VM needed) and open an interactive shell in it; the sandbox is
+# stopped again when the shell exits.
+demo: $(STAMP)
+	@$(BIN)/kuasarctl sandbox stop -d $(SANDBOX_ROOT) $(DEMO_ID) >/dev/null 2>&1 || true
+	$(BIN)/kuasarctl sandbox run -d $(SANDBOX_ROOT) --name $(DEMO_ID)
+	$(BIN)/kuasarctl ps -d $(SANDBOX_ROOT)
+	$(BIN)/kuasarctl exec -t -d $(SANDBOX_ROOT) demo-pod uname -a
+	@if [ -t 0 ]; then $(BIN)/kuasarctl exec -it -d $(SANDBOX_ROOT) demo-pod; \
+	 else echo 'stdin is not a terminal: skipping the interactive shell (run: $(BIN)/kuasarctl exec -it -d $(SANDBOX_ROOT) demo-pod)'; fi
+	$(BIN)/kuasarctl sandbox stop -d $(SANDBOX_ROOT) $(DEMO_ID)
+
+test: $(STAMP) lint
+	$(PY) -m pytest -q tests/unit tests/functional tests/interop
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
+test-functional: $(STAMP)
+	$(PY) -m pytest -q tests/functional
+
+test-interop: $(STAMP)
+	$(PY) -m pytest -q tests/interop
+
+test-vm: $(STAMP)
+	KUASAR_VM_TESTS=1 $(PY) -m pytest -q -m vm tests/vm
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+proto: $(STAMP)
+	$(PY) scripts/gen_proto.py
+
+fuzz: $(STAMP)
+	$(PY) tests/fuzz/fuzz_ttrpc.py --runs $${RUNS:-100000}
+
+bench: $(STAMP)
+	$(PY) bench/exec_latency.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist

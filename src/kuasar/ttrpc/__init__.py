@@ -1,0 +1,1 @@
+"""Pure-asyncio ttrpc (containerd RPC over a byte stream)."""
