@@ -1,0 +1,1 @@
+"""``kuasarctl``, the host CLI (top layer: only this package prints or exits)."""

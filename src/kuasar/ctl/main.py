@@ -1,0 +1,94 @@
+"""``kuasarctl``: the host CLI's root parser and its one error boundary.
+
+Layer contract: top layer. The only place that calls ``asyncio.run`` (once), turns exceptions into a
+stderr line plus hints, and chooses the exit code (``exit_code_for``). Subcommand modules in
+``kuasar.ctl.commands`` declare their flags and return an ``int`` (or a coroutine producing one);
+they import their heavy dependencies lazily so ``kuasarctl exec`` on the console path never loads
+protobuf.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from collections.abc import Coroutine, Sequence
+from typing import Any
+
+from kuasar import __version__
+from kuasar.ctl import output
+from kuasar.ctl.commands import exec_cmd, ps, sandbox
+from kuasar.errors import Interrupted, KuasarError
+
+#: exit code for a remote process killed by signal N is 128 + N (shells and docker agree).
+SIGNAL_EXIT_BASE = 128
+
+
+def exit_code_for(
+    *, error: BaseException | None = None, exit_status: int | None = None, signal_number: int | None = None
+) -> int:
+    """The one mapping from an outcome to kuasarctl's exit code (design.md "Exit codes").
+
+    A remote command's own status wins; death by signal N gives 128+N; our own failures carry their
+    code (124 timeout, 125 kuasarctl failed, 126/127 not executable/not found, 130 Ctrl-C).
+    """
+    if error is not None:
+        if isinstance(error, KuasarError):
+            return error.exit_code
+        if isinstance(error, KeyboardInterrupt):
+            return Interrupted.exit_code
+        return KuasarError.exit_code
+    if signal_number:
+        return SIGNAL_EXIT_BASE + signal_number
+    if exit_status is not None:
+        return exit_status & 0xFF
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kuasarctl",
+        description="Reach inside Kuasar / Kata-style microVM sandboxes: exec, ps, local sandboxes.",
+        epilog="Sandboxes are found under -d/--socket-dir, $KUASAR_SOCKET_DIR, or /run/kuasar and "
+        "/run/kuasar-vmm. An ID may be a unique prefix.",
+    )
+    parser.add_argument("--version", action="version", version=f"kuasarctl {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="trace connections (-vv: debug log)"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in (exec_cmd, ps, sandbox):
+        module.register(commands)
+    return parser
+
+
+def _run(result: int | Coroutine[Any, Any, int]) -> int:
+    if isinstance(result, int):
+        return result
+    import asyncio
+
+    return asyncio.run(result)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``kuasarctl`` console script. Returns the process exit code."""
+    parser = build_parser()
+    if "_ARGCOMPLETE" in os.environ:
+        import argcomplete
+
+        argcomplete.autocomplete(parser)
+    args = parser.parse_args(argv)
+    output.configure_logging(args.verbose)
+    try:
+        return _run(args.func(args))
+    except KuasarError as exc:
+        output.print_error(exc)
+        return exit_code_for(error=exc)
+    except KeyboardInterrupt as exc:
+        return exit_code_for(error=exc)
+    except BrokenPipeError:
+        # stdout went away (e.g. `| head`): not our failure to report.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return SIGNAL_EXIT_BASE + signal.SIGPIPE

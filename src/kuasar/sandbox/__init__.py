@@ -1,0 +1,1 @@
+"""Host side: finding sandboxes (discovery) and running local ones (local, supervisor)."""

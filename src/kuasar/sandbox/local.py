@@ -1,0 +1,226 @@
+"""Local sandboxes, the embedded default that needs no VM: create, inspect and stop them.
+
+Layer contract: host side, called by ``kuasar.ctl``; synchronous (it runs before or instead of an
+event loop) and never prints. It starts ``kuasar.sandbox.supervisor`` as a detached process and
+waits for its one-line start-up report; stopping signals that process (checked against its
+recorded PID and command line, never a stale PID) and removes the sandbox directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from kuasar.errors import SandboxError, UsageError
+from kuasar.sandbox.discovery import SandboxRef
+from kuasar.sandbox.supervisor import LOG_FILE, SOCKET_FILE, SandboxState, read_state
+
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 8.0
+#: ``ROOT/ID/vsock/1024.sock`` must fit in sun_path (107 bytes).
+_GUEST_SUFFIX = len("/vsock/1024.sock")
+_MAX_SOCKET_PATH = 107
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOptions:
+    """How to start a local sandbox (``kuasarctl sandbox run`` flags)."""
+
+    debug_console: bool = True
+    agent_api: bool = True
+    namespaces: bool = True
+    shell: str | None = None
+    log_level: str = "info"
+
+
+def new_sandbox_id() -> str:
+    """A 64-hex-digit ID, the shape containerd gives real sandboxes."""
+    return secrets.token_hex(32)
+
+
+def validate_id(sandbox_id: str) -> str:
+    if not _ID_PATTERN.fullmatch(sandbox_id):
+        raise UsageError(
+            f"invalid sandbox name {sandbox_id!r}",
+            hints=["Use letters, digits, '.', '_' and '-' (at most 128, starting with a letter or digit)."],
+        )
+    return sandbox_id
+
+
+def supervisor_command(root: str, sandbox_id: str, options: LocalOptions) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "kuasar.sandbox.supervisor",
+        "--root",
+        root,
+        "--id",
+        sandbox_id,
+        "--log-level",
+        options.log_level,
+        "--debug-console" if options.debug_console else "--no-debug-console",
+        "--agent-api" if options.agent_api else "--no-agent-api",
+        "--namespaces" if options.namespaces else "--no-namespaces",
+    ]
+    if options.shell:
+        command += ["--shell", options.shell]
+    return command
+
+
+def prepare_directory(root: str, sandbox_id: str) -> str:
+    """Create ``ROOT/ID`` (0700); refuse an existing one or a path too long for its sockets."""
+    validate_id(sandbox_id)
+    root = os.path.abspath(root)
+    directory = os.path.join(root, sandbox_id)
+    if len(directory.encode()) + _GUEST_SUFFIX > _MAX_SOCKET_PATH:
+        raise UsageError(
+            f"sandbox directory {directory} is too long for its UNIX sockets",
+            hints=["Use a shorter -d/--socket-dir or --name."],
+        )
+    try:
+        os.makedirs(root, mode=0o755, exist_ok=True)
+        os.mkdir(directory, mode=0o700)
+    except FileExistsError:
+        raise SandboxError(
+            f"sandbox {sandbox_id} already exists in {root}",
+            hints=[f"Stop it first: kuasarctl sandbox stop -d {root} {sandbox_id}"],
+        ) from None
+    except PermissionError:
+        raise SandboxError(
+            f"cannot create {directory}: permission denied",
+            hints=["Run as root, or choose a writable root with -d/--socket-dir."],
+        ) from None
+    return directory
+
+
+def _log_tail(directory: str, lines: int = 5) -> list[str]:
+    try:
+        with open(os.path.join(directory, LOG_FILE), encoding="utf-8", errors="replace") as file:
+            return [f"  {line.rstrip()}" for line in file.readlines()[-lines:]]
+    except OSError:
+        return []
+
+
+def _read_report(read_fd: int, timeout: float) -> tuple[int | None, str]:
+    """The supervisor's start-up report: its PID (``pid N``), then ``ready`` or ``error MESSAGE``."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    pid: int | None = None
+    while len(data) < 4096:
+        while b"\n" in data:
+            line, data = data.split(b"\n", 1)
+            text = line.decode(errors="replace").strip()
+            if text.startswith("pid ") and text[4:].isdecimal():
+                pid = int(text[4:])
+            else:
+                return pid, text
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return pid, "error the sandbox did not report ready in time"
+        ready, _, _ = select.select([read_fd], [], [], remaining)
+        if ready:
+            chunk = os.read(read_fd, 4096)
+            if not chunk:
+                break
+            data += chunk
+    return pid, "error the sandbox supervisor exited during start-up"
+
+
+def start_sandbox(root: str, sandbox_id: str, options: LocalOptions) -> str:
+    """Start a detached local sandbox and wait until its agent is serving.
+
+    Returns:
+        The sandbox directory.
+
+    Raises:
+        SandboxError: it could not be created or did not start (hints carry the log's last lines).
+    """
+    directory = prepare_directory(root, sandbox_id)
+    command = [*supervisor_command(os.path.dirname(directory), sandbox_id, options), "--daemonize"]
+    read_fd, write_fd = os.pipe()
+    try:
+        with open(os.path.join(directory, LOG_FILE), "ab") as log_file:
+            # The supervisor double-forks: this child exits at once and the daemon is re-parented.
+            subprocess.run(
+                [*command, "--ready-fd", str(write_fd)],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=log_file,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                check=False,
+                timeout=START_TIMEOUT,
+            )
+        os.close(write_fd)
+        write_fd = -1
+        pid, report = _read_report(read_fd, START_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pid, report = None, "error the sandbox supervisor did not start"
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+    if report == "ready":
+        return directory
+    if pid is not None and _is_our_process(pid):
+        _kill_group(pid)
+    hints = _log_tail(directory)
+    shutil.rmtree(directory, ignore_errors=True)
+    raise SandboxError(
+        f"local sandbox {sandbox_id} failed to start: {report.removeprefix('error ')}", hints=hints
+    )
+
+
+def _is_our_process(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as file:
+            return b"kuasar.sandbox.supervisor" in file.read()
+    except OSError:
+        return False
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def supervisor_alive(state: SandboxState | None) -> bool:
+    return state is not None and _is_our_process(state.supervisor_pid)
+
+
+def stop_sandbox(ref: SandboxRef, timeout: float = STOP_TIMEOUT) -> bool:
+    """Stop a local sandbox (or clean up a crashed one) and remove its directory.
+
+    Returns:
+        True when a running supervisor was stopped, False when only leftovers were removed.
+
+    Raises:
+        SandboxError: ``ref`` is not a local sandbox (e.g. a Kuasar VM under /run/kuasar-vmm).
+    """
+    state = read_state(ref.directory)
+    if state is None and os.path.basename(ref.socket) != SOCKET_FILE:
+        raise SandboxError(
+            f"{ref.id} is not a local sandbox (no sandbox.json in {ref.directory})",
+            hints=["Stop Kuasar VM sandboxes through containerd (crictl stopp / rmp)."],
+        )
+    was_running = supervisor_alive(state)
+    if state is not None and was_running:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.supervisor_pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _is_our_process(state.supervisor_pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _is_our_process(state.supervisor_pid):
+            _kill_group(state.supervisor_pid)
+    shutil.rmtree(ref.directory, ignore_errors=True)
+    return was_running

@@ -1,0 +1,267 @@
+"""The local sandbox's VMM stand-in: one long-running process per local sandbox.
+
+Layer contract: host side, an entry point of its own (``python -m kuasar.sandbox.supervisor``; its
+``asyncio.run`` is here). It plays Cloud Hypervisor's part: it serves the sandbox's hybrid vsock socket
+(``task.socket``) with ``kuasar.transport.hvsock_server`` and forwards ``CONNECT <port>`` to the
+guest-side listener ``vsock/<port>.sock``, behind which runs the guest, a ``kuasar-agent`` process —
+as root in its own PID, mount, UTS and IPC namespaces where it is PID 1. Like a VMM whose guest agent
+died, the supervisor keeps serving (every CONNECT is then closed without a reply) until it is told to
+stop. It never prints; it reports start-up success or failure as one line on ``--ready-fd``.
+
+Directory layout (``ROOT/ID``, mode 0700)::
+
+    task.socket      hybrid vsock socket (0600)
+    vsock/1024.sock  agent API listener (guest side)
+    vsock/1025.sock  debug console listener (guest side)
+    sandbox.json     state: supervisor and agent PIDs, created, options
+    sandbox.log      supervisor and agent logs
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+from kuasar.config import AGENT_PORT, CONSOLE_PORT
+from kuasar.errors import KuasarError, SandboxError
+from kuasar.sandbox import _namespaces
+from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
+
+STATE_FILE = "sandbox.json"
+LOG_FILE = "sandbox.log"
+SOCKET_FILE = "task.socket"
+GUEST_DIR = "vsock"
+AGENT_READY_TIMEOUT = 15.0
+AGENT_STOP_GRACE = 3.0
+
+log = logging.getLogger("kuasar.sandbox.supervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxState:
+    """What ``sandbox.json`` records about a running local sandbox."""
+
+    id: str
+    kind: str
+    supervisor_pid: int
+    agent_pid: int
+    created: float
+    debug_console: bool
+    agent_api: bool
+    namespaces: bool
+
+
+def write_state(directory: str, state: SandboxState) -> None:
+    path = os.path.join(directory, STATE_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as file:
+        json.dump(asdict(state), file)
+    os.replace(tmp, path)
+
+
+def read_state(directory: str) -> SandboxState | None:
+    """The recorded state, or None when there is none or it does not parse."""
+    try:
+        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as file:
+            data = json.load(file)
+        return SandboxState(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _agent_command(directory: str, sandbox_id: str, args: argparse.Namespace, ready_fd: int) -> list[str]:
+    guest = os.path.join(directory, GUEST_DIR)
+    command = [
+        sys.executable,
+        "-m",
+        "kuasar.agent.main",
+        "--console",
+        f"unix://{guest}/{CONSOLE_PORT}.sock",
+        "--api",
+        f"unix://{guest}/{AGENT_PORT}.sock",
+        "--debug-console" if args.debug_console else "--no-debug-console",
+        "--hostname",
+        sandbox_id[:64],
+        "--cmdline",
+        os.devnull,
+        "--ready-fd",
+        str(ready_fd),
+        "--log-level",
+        args.log_level,
+    ]
+    if not args.agent_api:
+        command.append("--no-agent-api")
+    if args.shell:
+        command += ["--debug-shell", args.shell]
+    return command
+
+
+async def _wait_ready(read_fd: int, process: asyncio.subprocess.Process) -> None:
+    """Wait for the agent's ``ready`` line; fail if it exits or stays silent."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1024)
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+    )
+    try:
+        async with asyncio.timeout(AGENT_READY_TIMEOUT):
+            line = await reader.readline()
+    except TimeoutError:
+        raise SandboxError(f"the agent did not become ready within {AGENT_READY_TIMEOUT:.0f} s") from None
+    finally:
+        transport.close()
+    if line.strip() != b"ready":
+        code = await process.wait()
+        raise SandboxError(f"the agent exited during start-up (exit status {code})")
+
+
+async def _start_agent(
+    directory: str, sandbox_id: str, args: argparse.Namespace, log_file: int
+) -> asyncio.subprocess.Process:
+    os.makedirs(os.path.join(directory, GUEST_DIR), mode=0o700, exist_ok=True)
+    read_fd, write_fd = os.pipe()
+    use_ns = args.namespaces and _namespaces.can_use_namespaces()
+    if use_ns:
+        _namespaces.enter_pid_namespace()
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *_agent_command(directory, sandbox_id, args, write_fd),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            pass_fds=(write_fd,),
+            preexec_fn=_namespaces.guest_preexec if use_ns else None,
+            start_new_session=True,
+        )
+    finally:
+        os.close(write_fd)
+    try:
+        await _wait_ready(read_fd, process)
+    except BaseException:
+        await _stop_agent(process)
+        raise
+    return process
+
+
+async def _stop_agent(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(AGENT_STOP_GRACE):
+            await process.wait()
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+def _report(ready_fd: int | None, line: str) -> None:
+    if ready_fd is None:
+        return
+    with contextlib.suppress(OSError):
+        os.write(ready_fd, line.encode() + b"\n")
+        os.close(ready_fd)
+
+
+async def supervise(args: argparse.Namespace) -> int:
+    """Run one local sandbox until SIGTERM/SIGINT; returns the exit status."""
+    directory = os.path.join(args.root, args.id)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop.set)
+    log_fd = os.open(os.path.join(directory, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    hvsock = HvsockServer(
+        os.path.join(directory, SOCKET_FILE), port_directory_resolver(os.path.join(directory, GUEST_DIR))
+    )
+    agent: asyncio.subprocess.Process | None = None
+    try:
+        await hvsock.start()
+        agent = await _start_agent(directory, args.id, args, log_fd)
+        write_state(
+            directory,
+            SandboxState(
+                id=args.id,
+                kind="local",
+                supervisor_pid=os.getpid(),
+                agent_pid=agent.pid,
+                created=time.time(),
+                debug_console=args.debug_console,
+                agent_api=args.agent_api,
+                namespaces=args.namespaces and _namespaces.can_use_namespaces(),
+            ),
+        )
+        _report(args.ready_fd, "ready")
+        agent_exit = asyncio.ensure_future(agent.wait())
+        stop_wait = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({agent_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if agent_exit.done():
+            log.error("sandbox %s: the agent exited with status %s", args.id, agent.returncode)
+            await stop_wait  # a VMM keeps running when its guest agent dies; wait to be stopped
+        else:
+            agent_exit.cancel()
+        return 0
+    except (KuasarError, OSError) as exc:
+        log.error("sandbox %s: %s", args.id, exc)
+        _report(args.ready_fd, f"error {exc}")
+        return 1
+    finally:
+        if agent is not None:
+            await _stop_agent(agent)
+        hvsock.close()
+        await hvsock.wait_closed()
+        os.close(log_fd)
+        if stop.is_set() or args.remove_on_exit:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="kuasar-sandbox-supervisor", description=__doc__)
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--id", required=True)
+    parser.add_argument("--ready-fd", type=int)
+    parser.add_argument("--debug-console", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--agent-api", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--namespaces", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--shell")
+    parser.add_argument("--log-level", default="info")
+    parser.add_argument("--remove-on-exit", action="store_true")
+    parser.add_argument("--daemonize", action="store_true", help="detach (double fork) before starting")
+    return parser.parse_args(argv)
+
+
+def _daemonize(ready_fd: int | None) -> None:
+    """Fork: the parent exits at once (so whoever started us reaps it), the child leads a new session
+    and reports its PID first on ``ready_fd``."""
+    if os.fork() != 0:
+        os._exit(0)
+    os.setsid()
+    if ready_fd is not None:
+        os.write(ready_fd, f"pid {os.getpid()}\n".encode())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.daemonize:
+        _daemonize(args.ready_fd)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper(), logging.INFO),
+        format="%(asctime)s supervisor %(levelname)s %(message)s",
+    )
+    return asyncio.run(supervise(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
