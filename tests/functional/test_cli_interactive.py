@@ -1,0 +1,91 @@
+"""``kuasarctl exec -it`` in a real terminal: tmux runs it, we type, we read the screen."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.functional.cli_helpers import LocalSandbox, local_sandbox, short_tmpdir
+
+pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[LocalSandbox]:
+    with local_sandbox("pod-tty-1") as running:
+        yield running
+
+
+@pytest.fixture
+def tmux() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    socket_dir = short_tmpdir("ksrtmux")
+    socket = os.path.join(socket_dir, "tmux.sock")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["tmux", "-S", socket, *args], capture_output=True, text=True, check=False, timeout=10)
+
+    yield run
+    run("kill-server")
+    shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_interactive_shell_and_terminal_restored(
+    sandbox: LocalSandbox, tmux: Callable[..., subprocess.CompletedProcess[str]], tmp_path: object
+) -> None:
+    work = short_tmpdir("ksrtty")
+    before, after, done = (os.path.join(work, name) for name in ("before", "after", "done"))
+    kuasarctl = f"{sys.executable} -m kuasar.ctl exec -it -d {sandbox.root} pod-tty"
+    script = f"stty -g > {before}; {kuasarctl}; echo rc=$? > {done}; stty -g > {after}"
+    assert tmux("new-session", "-d", "-x", "120", "-y", "40", "sh", "-c", script + "; sleep 30").returncode == 0
+
+    def screen() -> str:
+        return tmux("capture-pane", "-p").stdout
+
+    try:
+        assert wait_for(lambda: os.path.exists(before))
+        time.sleep(1.0)  # let the remote shell print its prompt
+        tmux("send-keys", "echo $((6*7))", "Enter")
+        assert wait_for(lambda: "42" in screen().replace("6*7", "")), screen()
+        tmux("send-keys", "exit", "Enter")
+        assert wait_for(lambda: os.path.exists(done) and os.path.exists(after)), screen()
+        with open(done) as file:
+            assert file.read().strip() == "rc=0"
+        with open(before) as first, open(after) as second:
+            assert first.read() == second.read()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_escape_key_detaches_and_restores_terminal(
+    sandbox: LocalSandbox, tmux: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
+    work = short_tmpdir("ksrtty")
+    before, after = os.path.join(work, "before"), os.path.join(work, "after")
+    kuasarctl = f"{sys.executable} -m kuasar.ctl exec -it -d {sandbox.root} pod-tty"
+    script = f"stty -g > {before}; {kuasarctl} sh; stty -g > {after}"
+    tmux("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", script + "; sleep 30")
+    try:
+        assert wait_for(lambda: os.path.exists(before))
+        time.sleep(1.0)
+        tmux("send-keys", "C-]")
+        assert wait_for(lambda: os.path.exists(after)), tmux("capture-pane", "-p").stdout
+        with open(before) as first, open(after) as second:
+            assert first.read() == second.read()
+        assert "[detached]" in tmux("capture-pane", "-p").stdout
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,107 @@
+"""``kuasarctl sandbox run|stop`` and ``ps`` against real local sandboxes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+
+import pytest
+
+from kuasar.sandbox.supervisor import read_state
+from tests.functional.cli_helpers import kuasarctl, local_sandbox, short_tmpdir
+
+
+def test_run_ps_exec_stop_lifecycle() -> None:
+    with local_sandbox("pod-life-1") as sandbox:
+        directory = os.path.join(sandbox.root, sandbox.id)
+        assert os.stat(directory).st_mode & 0o777 == 0o700
+        assert os.stat(os.path.join(directory, "task.socket")).st_mode & 0o777 == 0o600
+
+        listing = kuasarctl("ps", "-d", sandbox.root, "-o", "json")
+        assert listing.returncode == 0, listing.stderr
+        (row,) = json.loads(listing.stdout)
+        assert (row["id"], row["kind"], row["reachable"]) == ("pod-life-1", "local", "yes")
+
+        table = kuasarctl("ps", "-d", sandbox.root).stdout.decode().splitlines()
+        assert table[0].split()[:4] == ["ID", "KIND", "REACHABLE", "AGE"]
+        assert table[1].split()[:3] == ["pod-life-1", "local", "yes"]
+
+        assert kuasarctl("ps", "-q", "-d", sandbox.root).stdout == b"pod-life-1\n"
+
+        stopped = kuasarctl("sandbox", "stop", "-d", sandbox.root, "pod-life")
+        assert (stopped.returncode, stopped.stdout) == (0, b"pod-life-1\n")
+        assert not os.path.exists(directory)
+        assert kuasarctl("ps", "-q", "-d", sandbox.root).stdout == b""
+
+
+def test_sandbox_gets_its_own_namespaces_as_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    with local_sandbox("pod-ns-1") as sandbox:
+        hostname = sandbox.exec("hostname")
+        assert hostname.stdout == b"pod-ns-1\n"
+        init = sandbox.exec("cat", "/proc/1/cmdline")
+        assert b"kuasar.agent.main" in init.stdout
+        assert os.readlink("/proc/self/ns/pid") != sandbox.exec("readlink", "/proc/self/ns/pid").stdout.decode().strip()
+
+
+def test_generated_id_is_printed_and_usable() -> None:
+    root = short_tmpdir()
+    try:
+        started = kuasarctl("sandbox", "run", "-d", root)
+        assert started.returncode == 0, started.stderr
+        sandbox_id = started.stdout.decode().strip()
+        assert len(sandbox_id) == 64 and int(sandbox_id, 16) >= 0
+        result = kuasarctl("exec", "-d", root, sandbox_id[:6], "echo", "ok")
+        assert result.stdout == b"ok\n"
+        assert kuasarctl("sandbox", "stop", "-d", root, sandbox_id[:6]).returncode == 0
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_duplicate_name_and_bad_names_are_refused() -> None:
+    with local_sandbox("pod-dup") as sandbox:
+        again = kuasarctl("sandbox", "run", "-d", sandbox.root, "--name", "pod-dup")
+        assert again.returncode == 125
+        assert again.stderr.decode().startswith("Error: sandbox pod-dup already exists")
+    bad = kuasarctl("sandbox", "run", "-d", "/tmp", "--name", "../evil")
+    assert bad.returncode == 2
+    assert "invalid sandbox name" in bad.stderr.decode()
+
+
+def test_crashed_sandbox_shows_unreachable_and_stop_cleans_it() -> None:
+    with local_sandbox("pod-crash") as sandbox:
+        directory = os.path.join(sandbox.root, sandbox.id)
+        state = read_state(directory)
+        assert state is not None
+        os.killpg(state.supervisor_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while os.path.exists(f"/proc/{state.supervisor_pid}") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        (row,) = json.loads(kuasarctl("ps", "-d", sandbox.root, "-o", "json").stdout)
+        assert row["reachable"] == "no"
+        exec_result = sandbox.exec("true", flags=["--connect-timeout", "0.5"])
+        assert exec_result.returncode == 125
+        stopped = kuasarctl("sandbox", "stop", "-d", sandbox.root, sandbox.id)
+        assert stopped.returncode == 0
+        assert not os.path.exists(directory)
+
+
+def test_console_disabled_sandbox_refuses_exec_with_hint() -> None:
+    with local_sandbox("pod-nocon", "--no-debug-console") as sandbox:
+        result = sandbox.exec("true", flags=["--connect-timeout", "0.5"])
+        assert result.returncode == 125
+        assert "task.debug" in result.stderr.decode()
+
+
+def test_stop_unknown_sandbox_is_an_error() -> None:
+    root = short_tmpdir()
+    try:
+        result = kuasarctl("sandbox", "stop", "-d", root, "ghost")
+        assert result.returncode == 125
+        assert result.stderr.decode().startswith(f"Error: No pods found in {root}.")
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
