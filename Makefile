@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SANDBOX_ROOT ?= /tmp/kuasar-demo
 DEMO_ID ?= demo-pod-1
 
-.PHONY: all setup demo test test-unit test-functional test-interop test-vm lint proto fuzz bench clean
+.PHONY: all setup demo test test-unit test-functional test-interop lint proto fuzz bench clean
 
 all: test
 
@@ -42,9 +42,6 @@ test-functional: $(STAMP)
 
 test-interop: $(STAMP)
 	$(PY) -m pytest -q tests/interop
-
-test-vm: $(STAMP)
-	KUASAR_VM_TESTS=1 $(PY) -m pytest -q -m vm tests/vm
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
