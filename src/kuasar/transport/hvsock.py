@@ -180,7 +180,7 @@ async def _handshake(sock: socket.socket, address: HvsockAddress, reader: Handsh
                 raise _ClosedBeforeOK(reader.received, "connection closed before OK")
             line, _ = reader.feed(byte)
             if line is not None:
-                return parse_ok_line(line)
+                return parse_ok_line(reader.received)  # the whole line, newline included, in errors
     except (ConnectionResetError, BrokenPipeError) as exc:
         raise _ClosedBeforeOK(reader.received, f"connection reset before OK ({exc.strerror})") from exc
     except HandshakeError as exc:
