@@ -89,10 +89,25 @@ async def _pump(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> int
     return total
 
 
-async def _close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError, asyncio.CancelledError):
-        await writer.wait_closed()
+async def _close_all(writers: list[asyncio.StreamWriter], grace: float) -> None:
+    """Close every writer; one whose peer will not take its buffered bytes is aborted after ``grace``."""
+    for writer in writers:
+        writer.close()
+    try:
+        async with asyncio.timeout(grace):
+            for writer in writers:
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+    except OSError:  # TimeoutError included: a peer that does not read
+        _abort(writers)
+    except BaseException:
+        _abort(writers)
+        raise
+
+
+def _abort(writers: list[asyncio.StreamWriter]) -> None:
+    for writer in writers:
+        writer.transport.abort()
 
 
 class HvsockServer:
@@ -237,10 +252,11 @@ class HvsockServer:
         except Exception:
             conn.exception("hybrid vsock connection failed")
         finally:
-            if guest_writer is not None:
-                await _close(guest_writer)
-            await _close(writer)
-            self._tasks.discard(task)
+            writers = [writer] if guest_writer is None else [writer, guest_writer]
+            try:
+                await _close_all(writers, self._limits.shutdown_grace)
+            finally:
+                self._tasks.discard(task)
 
     async def _relay(
         self,
