@@ -1,0 +1,116 @@
+"""runc helpers for :mod:`kuasar.agent.containers`: bundles, runc's messages, users, consoles.
+
+Layer contract: guest side, private to ``kuasar.agent.containers``. Knows OCI bundle files, runc's
+log format, ``/etc/passwd`` and the console-socket handshake; never ttrpc framing or protobuf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import json
+import os
+import re
+import socket
+
+from kuasar.errors import RPCError
+from kuasar.ttrpc.codes import Code
+
+_PR_SET_CHILD_SUBREAPER = 36
+_RUNC_MSG = re.compile(r'msg="((?:[^"\\]|\\.)*)"')
+
+
+def set_child_subreaper() -> bool:
+    """Make orphaned descendants (a container's init after ``runc create``) children of this process.
+
+    Returns:
+        True when the kernel accepted it.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+
+
+def runc_message(stderr: bytes) -> str:
+    text = stderr.decode("utf-8", "replace").strip()
+    found = _RUNC_MSG.findall(text)
+    if found:
+        return str(found[-1]).replace('\\"', '"')
+    return text.splitlines()[-1] if text else "no error message"
+
+
+def read_bundle(bundle: str) -> tuple[str, bool]:
+    """Validate a bundle; return ``(rootfs path, terminal)``."""
+    if not os.path.isabs(bundle):
+        raise RPCError(Code.INVALID_ARGUMENT, f"bundle must be an absolute path: {bundle!r}")
+    config_path = os.path.join(bundle, "config.json")
+    try:
+        with open(config_path, encoding="utf-8") as file:
+            spec = json.load(file)
+    except FileNotFoundError:
+        raise RPCError(Code.INVALID_ARGUMENT, f"bad bundle {bundle}: no config.json") from None
+    except (OSError, ValueError) as exc:
+        raise RPCError(Code.INVALID_ARGUMENT, f"bad bundle {bundle}: config.json: {exc}") from None
+    if not isinstance(spec, dict):
+        raise RPCError(Code.INVALID_ARGUMENT, f"bad bundle {bundle}: config.json is not an object")
+    root = spec.get("root") or {}
+    rootfs = os.path.join(bundle, str(root.get("path", "rootfs")) if isinstance(root, dict) else "rootfs")
+    if not os.path.isdir(rootfs):
+        raise RPCError(Code.INVALID_ARGUMENT, f"bad bundle {bundle}: rootfs {rootfs} is not a directory")
+    process = spec.get("process") or {}
+    terminal = bool(process.get("terminal", False)) if isinstance(process, dict) else False
+    return rootfs, terminal
+
+
+def resolve_user(rootfs: str, user: str) -> str:
+    """``name``, ``uid``, ``name:group`` or ``uid:gid`` to runc's numeric ``uid[:gid]``."""
+    name, _, group = user.partition(":")
+
+    def lookup(table: str, key: str, want_gid: bool) -> str:
+        if key.isdigit():
+            return key
+        try:
+            with open(os.path.join(rootfs, "etc", table), encoding="utf-8", errors="replace") as file:
+                for line in file:
+                    fields = line.rstrip("\n").split(":")
+                    if len(fields) > 3 and fields[0] == key:
+                        return fields[3] if want_gid else fields[2]
+        except OSError:
+            pass
+        raise RPCError(Code.INVALID_ARGUMENT, f"unknown {'group' if table == 'group' else 'user'} {key!r}")
+
+    uid = lookup("passwd", name, False)
+    if group:
+        return f"{uid}:{lookup('group', group, False)}"
+    if not name.isdigit():
+        return f"{uid}:{lookup('passwd', name, True)}"
+    return uid
+
+
+async def receive_console(listener: socket.socket) -> int:
+    """Accept runc's connection on the console socket and take the PTY master it sends."""
+    loop = asyncio.get_running_loop()
+    connection, _ = await loop.sock_accept(listener)
+    with connection:
+        connection.setblocking(False)
+        while True:
+            try:
+                _, fds, _, _ = socket.recv_fds(connection, 4096, 1)
+            except BlockingIOError:
+                waiter = loop.create_future()
+                loop.add_reader(connection.fileno(), waiter.set_result, None)
+                try:
+                    await waiter
+                finally:
+                    loop.remove_reader(connection.fileno())
+                continue
+            if not fds:
+                raise RPCError(Code.INTERNAL, "runc sent no console descriptor")
+            for extra in fds[1:]:
+                os.close(extra)
+            return fds[0]
+
+
+def read_pid(path: str) -> int:
+    """The PID runc wrote to ``--pid-file``."""
+    with open(path, encoding="ascii") as file:
+        return int(file.read().strip())

@@ -1,0 +1,576 @@
+"""Containers on real ``runc``, from OCI bundles in the guest.
+
+Layer contract: guest side, below the ttrpc handlers (:mod:`kuasar.agent.services.containers`).
+Knows runc's command line, processes, pipes and PTYs; never ttrpc framing or protobuf. Failures
+are ``kuasar.errors.RPCError`` with the status the API returns (the agent is the remote side).
+
+Lifecycle, each step one ``runc --root ROOT`` call (``ROOT`` is the agent's own, default
+:data:`DEFAULT_RUNC_ROOT`, so it never sees containers of another runtime):
+
+- create: ``runc create --bundle B --pid-file P ID`` with stdout/stderr on pipes the agent reads
+  into the log store (or, when ``process.terminal`` is set in ``config.json``, with
+  ``--console-socket`` and the PTY master read as stdout). runc exits after create; the container
+  init is then the agent's child because the agent is a child subreaper (``prctl``), so the agent
+  reaps it and keeps its exit status apart from its signal.
+- start: ``runc start ID``.
+- stop: ``runc kill ID SIG``, wait up to the grace period, then ``runc kill ID KILL``. Stopping a
+  container that has already stopped is ``FAILED_PRECONDITION`` (not idempotent: the caller learns
+  that nothing was stopped).
+- remove: ``runc delete [--force] ID``; a live container without ``force`` is ``FAILED_PRECONDITION``.
+  The container's logs go with it.
+- list: status from ``runc state`` for live containers (``created``, ``running``, ``paused``),
+  ``stopped`` once the agent has reaped the init.
+
+The agent process must not reap children it does not own with ``waitpid(-1)``: that would steal
+the containers' exit statuses (see :meth:`ContainerManager.owns_pid`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal as signals
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kuasar.agent._runc import (
+    read_bundle,
+    read_pid,
+    receive_console,
+    resolve_user,
+    runc_message,
+    set_child_subreaper,
+)
+from kuasar.agent.logs import ContainerLog, LogStore
+from kuasar.errors import RPCError
+from kuasar.ttrpc.codes import Code
+
+DEFAULT_RUNC_ROOT = "/run/kuasar-agent/runc"
+DEFAULT_STATE_DIR = "/run/kuasar-agent/containers"
+DEFAULT_STOP_TIMEOUT = 10.0
+#: Bound on one runc invocation (create, start, kill, delete, state).
+RUNC_TIMEOUT = 60.0
+#: After the init exits, how long the pumps may take to drain before the log is closed.
+DRAIN_TIMEOUT = 2.0
+#: After SIGKILL, how long the init may take to be reaped.
+KILL_TIMEOUT = 10.0
+_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How a container's init ended: ``exit_code`` is valid when ``signal`` is 0."""
+
+    exit_code: int
+    signal: int = 0
+    core_dumped: bool = False
+
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitInfo:
+        if os.WIFSIGNALED(status):
+            return cls(0, os.WTERMSIG(status), os.WCOREDUMP(status))
+        return cls(os.WEXITSTATUS(status))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerInfo:
+    """A snapshot of one container (times are unix ns; 0 = not yet)."""
+
+    id: str
+    bundle: str
+    status: str
+    pid: int
+    created_at: int
+    started_at: int
+    finished_at: int
+    exit: ExitInfo | None
+    labels: Mapping[str, str]
+
+
+@dataclass(eq=False)
+class _Container:
+    id: str
+    bundle: str
+    rootfs: str
+    labels: dict[str, str]
+    state_dir: str
+    log: ContainerLog
+    pid: int = 0
+    pidfd: int = -1
+    created_at: int = 0
+    started_at: int = 0
+    finished_at: int = 0
+    exit: ExitInfo | None = None
+    exited: asyncio.Event = field(default_factory=asyncio.Event)
+    output_fds: list[int] = field(default_factory=list)
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    finisher: asyncio.Task[None] | None = None
+
+
+class ContainerManager:
+    """Every container this agent runs.
+
+    Args:
+        logs: where container output goes.
+        runc: the runc binary (name or path).
+        root: runc's state root (``runc --root``), the agent's own.
+        state_dir: per-container scratch files (pid file, console socket, runc log).
+        subreaper: make this process a child subreaper so container inits are reaped here.
+    """
+
+    def __init__(
+        self,
+        logs: LogStore,
+        *,
+        runc: str = "runc",
+        root: str = DEFAULT_RUNC_ROOT,
+        state_dir: str = DEFAULT_STATE_DIR,
+        subreaper: bool = True,
+    ) -> None:
+        self.logs = logs
+        self.runc = runc
+        self.root = root
+        self.state_dir = state_dir
+        self._containers: dict[str, _Container] = {}
+        self._lock = asyncio.Lock()
+        if subreaper:
+            set_child_subreaper()
+
+    # -- runc ------------------------------------------------------------------------------------
+
+    def _runc_path(self) -> str:
+        path = shutil.which(self.runc)
+        if path is None:
+            raise RPCError(Code.FAILED_PRECONDITION, f"runc not found ({self.runc!r} is not on PATH)")
+        return path
+
+    async def _run(self, *args: str, limit: float = RUNC_TIMEOUT) -> tuple[int, bytes, bytes]:
+        process = await asyncio.create_subprocess_exec(
+            self._runc_path(),
+            "--root",
+            self.root,
+            *args,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            async with asyncio.timeout(limit):
+                out, err = await process.communicate()
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+            raise RPCError(
+                Code.DEADLINE_EXCEEDED, f"runc {args[0]} did not finish in {limit:.0f} s"
+            ) from None
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+        assert process.returncode is not None
+        return process.returncode, out, err
+
+    async def _check(self, *args: str) -> bytes:
+        code, out, err = await self._run(*args)
+        if code != 0:
+            raise RPCError(Code.INTERNAL, f"runc {args[0]} failed: {runc_message(err)}")
+        return out
+
+    async def _runc_status(self, container_id: str) -> str:
+        code, out, _ = await self._run("state", container_id)
+        if code != 0:
+            return "unknown"
+        try:
+            return str(json.loads(out)["status"])
+        except (ValueError, KeyError, TypeError):
+            return "unknown"
+
+    # -- lookup ----------------------------------------------------------------------------------
+
+    def _get(self, container_id: str) -> _Container:
+        container = self._containers.get(container_id)
+        if container is None:
+            raise RPCError(Code.NOT_FOUND, f"no such container: {container_id!r}")
+        return container
+
+    def owns_pid(self, pid: int) -> bool:
+        """True when ``pid`` is a container init this manager reaps itself."""
+        return any(c.pid == pid and not c.exited.is_set() for c in self._containers.values())
+
+    def rootfs(self, container_id: str) -> str:
+        """The directory that is ``/`` for the container (its mount namespace view while it runs).
+
+        Raises:
+            RPCError: ``NOT_FOUND`` for an unknown container.
+        """
+        container = self._get(container_id)
+        if container.pid and not container.exited.is_set():
+            return f"/proc/{container.pid}/root"
+        return container.rootfs
+
+    async def info(self, container_id: str) -> ContainerInfo:
+        container = self._get(container_id)
+        status = "stopped" if container.exited.is_set() else await self._runc_status(container.id)
+        if status == "stopped" and not container.exited.is_set():
+            status = "running"  # runc saw it die before we reaped it: a moment from now
+        return ContainerInfo(
+            id=container.id,
+            bundle=container.bundle,
+            status=status,
+            pid=container.pid,
+            created_at=container.created_at,
+            started_at=container.started_at,
+            finished_at=container.finished_at,
+            exit=container.exit,
+            labels=dict(container.labels),
+        )
+
+    async def list_containers(self, include_stopped: bool = False) -> list[ContainerInfo]:
+        """Containers sorted by creation time; stopped ones only with ``include_stopped``."""
+        ordered = sorted(self._containers.values(), key=lambda c: (c.created_at, c.id))
+        infos = await asyncio.gather(*(self.info(c.id) for c in ordered))
+        return [info for info in infos if include_stopped or info.status != "stopped"]
+
+    # -- create ----------------------------------------------------------------------------------
+
+    async def create(
+        self, container_id: str, bundle: str, labels: Mapping[str, str] | None = None
+    ) -> ContainerInfo:
+        """Create a container from an OCI bundle (``runc create``); it is not started.
+
+        Raises:
+            RPCError: ``INVALID_ARGUMENT`` (bad ID or bundle, or runc refused it),
+                ``ALREADY_EXISTS``, ``FAILED_PRECONDITION`` (no runc).
+        """
+        if not _ID_PATTERN.fullmatch(container_id):
+            raise RPCError(
+                Code.INVALID_ARGUMENT,
+                f"invalid container id {container_id!r} (letters, digits, '.', '_', '-'; at most 128)",
+            )
+        async with self._lock:
+            if container_id in self._containers:
+                raise RPCError(Code.ALREADY_EXISTS, f"container {container_id!r} already exists")
+            rootfs, terminal = read_bundle(bundle)
+            self._runc_path()
+            state = os.path.join(self.state_dir, container_id)
+            shutil.rmtree(state, ignore_errors=True)
+            os.makedirs(state, mode=0o700)
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+            container = _Container(
+                container_id, bundle, rootfs, dict(labels or {}), state, self.logs.open(container_id)
+            )
+            try:
+                if terminal:
+                    await self._create_with_console(container)
+                else:
+                    await self._create_with_pipes(container)
+                container.pid = read_pid(os.path.join(state, "init.pid"))
+                container.pidfd = os.pidfd_open(container.pid)
+            except BaseException:
+                for fd in container.output_fds:
+                    os.close(fd)
+                container.output_fds.clear()
+                with contextlib.suppress(RPCError):
+                    await self._run("delete", "--force", container_id)
+                self.logs.remove(container_id)
+                shutil.rmtree(state, ignore_errors=True)
+                raise
+            container.created_at = time.time_ns()
+            self._containers[container_id] = container
+            self._watch(container)
+        return await self.info(container_id)
+
+    def _create_args(self, container: _Container) -> list[str]:
+        return [
+            "--log",
+            os.path.join(container.state_dir, "runc.log"),
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            container.bundle,
+            "--pid-file",
+            os.path.join(container.state_dir, "init.pid"),
+        ]
+
+    async def _create_with_pipes(self, container: _Container) -> None:
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        container.output_fds += [out_r, err_r]
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self._runc_path(),
+                "--root",
+                self.root,
+                *self._create_args(container),
+                container.id,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=err_w,
+            )
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        code = await self._wait_runc_create(process)
+        if code != 0:
+            os.set_blocking(err_r, False)
+            message = b""
+            with contextlib.suppress(OSError):
+                while len(message) < 64 * 1024 and (chunk := os.read(err_r, 64 * 1024)):
+                    message += chunk
+            raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
+
+    async def _create_with_console(self, container: _Container) -> None:
+        path = os.path.join(self.state_dir, f"c{secrets.token_hex(6)}.sock")
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(path)
+            listener.listen(1)
+            listener.setblocking(False)
+            process = await asyncio.create_subprocess_exec(
+                self._runc_path(),
+                "--root",
+                self.root,
+                *self._create_args(container),
+                "--console-socket",
+                path,
+                container.id,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            receive = asyncio.create_task(receive_console(listener))
+            try:
+                code = await self._wait_runc_create(process)
+                if code != 0:
+                    assert process.stderr is not None
+                    message = await process.stderr.read(64 * 1024)
+                    raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
+                async with asyncio.timeout(5):
+                    container.output_fds.append(await receive)
+            finally:
+                if not receive.done():
+                    receive.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
+                    await receive
+        finally:
+            listener.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    @staticmethod
+    async def _wait_runc_create(process: asyncio.subprocess.Process) -> int:
+        try:
+            async with asyncio.timeout(RUNC_TIMEOUT):
+                return await process.wait()
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            raise
+
+    # -- output and exit -------------------------------------------------------------------------
+
+    def _watch(self, container: _Container) -> None:
+        loop = asyncio.get_running_loop()
+        streams = ["stdout", "stderr"]
+        open_fds = set(container.output_fds)
+
+        def on_output(fd: int, stream: str) -> None:
+            try:
+                data = os.read(fd, 64 * 1024)
+            except BlockingIOError:
+                return
+            except OSError:  # EIO: the PTY's last slave closed
+                data = b""
+            if data:
+                container.log.write(stream, data)
+                return
+            loop.remove_reader(fd)
+            os.close(fd)
+            open_fds.discard(fd)
+            container.output_fds.remove(fd)
+            if not open_fds:
+                container.drained.set()
+
+        for fd, stream in zip(container.output_fds, streams, strict=False):
+            os.set_blocking(fd, False)
+            loop.add_reader(fd, on_output, fd, stream)
+        if not open_fds:
+            container.drained.set()
+
+        def on_exit() -> None:
+            loop.remove_reader(container.pidfd)
+            try:
+                reaped, status = os.waitpid(container.pid, os.WNOHANG)
+            except ChildProcessError:  # not our child: we are neither parent nor subreaper
+                reaped, status = 0, 0
+            container.exit = ExitInfo.from_wait_status(status) if reaped else None
+            container.finished_at = time.time_ns()
+            container.exited.set()
+            container.finisher = asyncio.ensure_future(self._finish_output(container))
+
+        loop.add_reader(container.pidfd, on_exit)
+
+    async def _finish_output(self, container: _Container) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                await container.drained.wait()
+        self._close_output(container)
+        container.log.close()
+
+    def _close_output(self, container: _Container) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in container.output_fds:
+            loop.remove_reader(fd)
+            os.close(fd)
+        container.output_fds.clear()
+        container.drained.set()
+
+    # -- start, stop, remove ---------------------------------------------------------------------
+
+    async def start(self, container_id: str) -> ContainerInfo:
+        """Start a created container's process (``runc start``).
+
+        Raises:
+            RPCError: ``NOT_FOUND``; ``FAILED_PRECONDITION`` when it is not in ``created`` state.
+        """
+        container = self._get(container_id)
+        status = "stopped" if container.exited.is_set() else await self._runc_status(container_id)
+        if status != "created":
+            raise RPCError(
+                Code.FAILED_PRECONDITION, f"container {container_id!r} cannot start: it is {status}"
+            )
+        code, _, err = await self._run("start", container_id)
+        if code != 0:
+            raise RPCError(Code.FAILED_PRECONDITION, f"runc start failed: {runc_message(err)}")
+        container.started_at = time.time_ns()
+        return await self.info(container_id)
+
+    async def stop(
+        self, container_id: str, signal: int = 0, grace: float = DEFAULT_STOP_TIMEOUT
+    ) -> ContainerInfo:
+        """Send ``signal`` (0 = SIGTERM), wait up to ``grace`` s, then SIGKILL.
+
+        Raises:
+            RPCError: ``NOT_FOUND``; ``FAILED_PRECONDITION`` when it has already stopped;
+                ``INVALID_ARGUMENT`` for a bad signal number.
+        """
+        container = self._get(container_id)
+        if container.exited.is_set():
+            raise RPCError(Code.FAILED_PRECONDITION, f"container {container_id!r} is not running (stopped)")
+        number = signal or signals.SIGTERM
+        if not 0 < number < signals.NSIG:
+            raise RPCError(Code.INVALID_ARGUMENT, f"bad signal number {signal}")
+        await self._kill(container, number)
+        try:
+            async with asyncio.timeout(grace):
+                await container.exited.wait()
+        except TimeoutError:
+            await self._kill(container, signals.SIGKILL)
+            await self._wait_exit(container)
+        return await self.info(container_id)
+
+    async def _kill(self, container: _Container, number: int) -> None:
+        code, _, err = await self._run("kill", container.id, str(int(number)))
+        if code != 0 and not container.exited.is_set():
+            status = await self._runc_status(container.id)
+            if status not in ("stopped", "unknown"):
+                raise RPCError(Code.INTERNAL, f"runc kill failed: {runc_message(err)}")
+
+    async def _wait_exit(self, container: _Container) -> None:
+        try:
+            async with asyncio.timeout(KILL_TIMEOUT):
+                await container.exited.wait()
+        except TimeoutError:
+            raise RPCError(
+                Code.INTERNAL, f"container {container.id!r} did not exit {KILL_TIMEOUT:.0f} s after SIGKILL"
+            ) from None
+
+    async def remove(self, container_id: str, force: bool = False) -> None:
+        """Delete a container and its logs (``runc delete``).
+
+        Raises:
+            RPCError: ``NOT_FOUND``; ``FAILED_PRECONDITION`` when it is not stopped and not ``force``.
+        """
+        container = self._get(container_id)
+        if not container.exited.is_set():
+            if not force:
+                raise RPCError(
+                    Code.FAILED_PRECONDITION,
+                    f"container {container_id!r} is not stopped: stop it first, or remove with force",
+                )
+            await self._run("delete", "--force", container_id)
+            await self._wait_exit(container)
+        else:
+            code, _, err = await self._run("delete", container_id)
+            if code != 0 and await self._runc_status(container_id) != "unknown":
+                raise RPCError(Code.INTERNAL, f"runc delete failed: {runc_message(err)}")
+        await self._forget(container)
+
+    async def _forget(self, container: _Container) -> None:
+        if container.finisher is not None:
+            await container.finisher
+        self._close_output(container)
+        if container.pidfd >= 0:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(container.pidfd)
+            os.close(container.pidfd)
+            container.pidfd = -1
+        self._containers.pop(container.id, None)
+        self.logs.remove(container.id)
+        shutil.rmtree(container.state_dir, ignore_errors=True)
+
+    async def close(self) -> None:
+        """Kill and delete every container (agent shutdown)."""
+        for container in list(self._containers.values()):
+            with contextlib.suppress(RPCError):
+                await self.remove(container.id, force=True)
+            if container.id in self._containers:
+                await self._forget(container)
+
+    # -- exec ------------------------------------------------------------------------------------
+
+    def exec_argv(  # noqa: PLR0917 - the exec helper's ContainerExecutor calls it positionally
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        tty: bool = False,
+        cwd: str = "",
+        env: Mapping[str, str] | None = None,
+        user: str = "",
+    ) -> list[str]:
+        """The ``runc exec`` command line that runs ``argv`` inside a running container.
+
+        runc stays in the foreground: its exit status is the process's, signals sent to it are
+        forwarded, and with ``tty`` it expects its own stdio to be a terminal.
+
+        Raises:
+            RPCError: ``NOT_FOUND``; ``FAILED_PRECONDITION`` when the container has stopped;
+                ``INVALID_ARGUMENT`` for an empty argv or a user name the container does not know.
+        """
+        container = self._get(container_id)
+        if container.exited.is_set():
+            raise RPCError(Code.FAILED_PRECONDITION, f"container {container_id!r} is not running")
+        if not argv:
+            raise RPCError(Code.INVALID_ARGUMENT, "empty command")
+        command = [self._runc_path(), "--root", self.root, "exec"]
+        if tty:
+            command.append("--tty")
+        if cwd:
+            command += ["--cwd", cwd]
+        for key, value in (env or {}).items():
+            command += ["--env", f"{key}={value}"]
+        if user:
+            command += ["--user", resolve_user(self.rootfs(container_id), user)]
+        return [*command, container_id, *argv]
+
+
+__all__ = ["ContainerInfo", "ContainerManager", "ExitInfo"]
