@@ -11,7 +11,12 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+import pytest
+
+from tests.functional.cli_helpers import LocalSandbox, kuasarctl, local_sandbox
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
 
@@ -64,3 +69,17 @@ def make_bundle(
     with open(config_path, "w", encoding="utf-8") as file:
         json.dump(config, file, indent=2)
     return directory
+
+
+@contextmanager
+def container_sandbox(name: str = "pod-ctr") -> Iterator[LocalSandbox]:
+    """A local sandbox whose agent serves the container API; skips when this machine cannot."""
+    reason = runc_skip_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with local_sandbox(name) as sandbox:
+        probe = kuasarctl("containers", "-d", sandbox.root, sandbox.id, "-q")
+        if probe.returncode != 0 and b"UNIMPLEMENTED" in probe.stderr:
+            pytest.skip("the agent does not serve the container API (container_handlers not registered)")
+        assert probe.returncode == 0, probe.stderr.decode()
+        yield sandbox
