@@ -37,6 +37,8 @@ from kuasar.ttrpc.codes import Code
 
 #: docker's json-file splits lines at 16 KiB; so do we.
 MAX_LINE = 16 * 1024
+#: Where the agent keeps container logs unless told otherwise (a tmpfs in a guest).
+DEFAULT_LOG_DIR = "/run/kuasar-agent/logs"
 DEFAULT_MAX_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_FILES = 2
 STREAMS = ("stdout", "stderr")
