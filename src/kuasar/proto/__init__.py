@@ -1,0 +1,7 @@
+"""Protobuf sources and their generated, checked-in stubs (``*_pb2.py`` / ``*_pb2.pyi``).
+
+Layer contract: generated code only (plus this file); regenerate with ``make proto``
+(``scripts/gen_proto.py``). Importing a stub imports the ``protobuf`` runtime, so only modules that
+really need messages import from here. The stubs' runtime guard requires the protobuf version
+grpcio-tools generated them for (7.35 or later).
+"""
