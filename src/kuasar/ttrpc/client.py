@@ -1,0 +1,440 @@
+"""ttrpc client: unary calls and streams multiplexed over one connected byte stream.
+
+Layer contract: knows ttrpc only. It is handed a connected ``(StreamReader, StreamWriter)`` and
+never dials (``kuasar.transport`` does); imports nothing from transport, agent, ctl or sandbox.
+
+Shape:
+- One reader task per connection decodes frames (:mod:`kuasar.ttrpc.framing`) and routes them by
+  stream id into each call's bounded :class:`~kuasar.ttrpc._conn.Inbox`.
+- Stream ids are odd, start at 1 and grow by 2; an id is taken and its Request written under the
+  connection's write lock, so ids reach the wire in increasing order (Go >= 1.2 servers insist).
+- Head-of-line blocking: ttrpc has no flow control. When a stream's inbox is full
+  (``limits.stream_queue`` messages) the reader waits, so *every* stream on this connection stalls
+  until that stream's consumer reads. Consume streams promptly, or use a second connection.
+- A non-OK status becomes :class:`~kuasar.errors.RPCError`; a local deadline
+  :class:`~kuasar.errors.DeadlineExceeded`. When the connection dies, every pending and later call
+  fails with the same :class:`~kuasar.errors.ConnectionClosed` (sticky).
+- Cancelling a call (its task) releases its stream id; a late answer is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import types
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import DecodeError, Message
+
+from kuasar._log import get_logger
+from kuasar.config import DEFAULT_LIMITS, Limits
+from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError
+from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, decode_response, encode_request
+from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
+
+M = TypeVar("M", bound=Message)
+Metadata = Sequence[tuple[str, str]]
+
+_log = get_logger("kuasar.ttrpc.client")
+_MAX_STREAM_ID = 0xFFFFFFFF
+
+
+class _CallState:
+    __slots__ = ("done", "inbox", "server_streaming", "stream_id")
+
+    def __init__(self, server_streaming: bool, maxsize: int) -> None:
+        self.inbox: Inbox[Frame] = Inbox(maxsize)
+        self.server_streaming = server_streaming
+        self.done = False  # the final frame (Response or closing Data) arrived
+        self.stream_id = 0
+
+
+def _decode(response_type: type[M], data: bytes) -> M:
+    try:
+        return response_type.FromString(data)
+    except DecodeError as exc:
+        raise ProtocolError(f"ttrpc: cannot decode {response_type.__name__}: {exc}") from exc
+
+
+class Client:
+    """A ttrpc client on one connection.
+
+    Args:
+        reader: the connected stream's reader.
+        writer: the connected stream's writer.
+        limits: ``max_message`` and ``stream_queue`` are used.
+
+    Use as ``async with Client(reader, writer) as client:`` (or call :meth:`close` and
+    :meth:`wait_closed`). Must be created inside a running event loop.
+    """
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
+        self._reader = reader
+        self._writer = FrameWriter(writer, limits.max_message)
+        self._limits = limits
+        self._next_id = 1
+        self._streams: dict[int, _CallState] = {}
+        self._error: ConnectionClosed | None = None
+        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection failed or :meth:`close` was called."""
+        return self._error is not None
+
+    def close(self) -> None:
+        """Close the connection; pending calls fail with ``ConnectionClosed``."""
+        self._fail(ConnectionClosed("ttrpc: client closed"))
+        self._read_task.cancel()
+        self._writer.close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the reader task has ended and the socket is closed."""
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait({self._read_task})
+        await self._writer.wait_closed()
+
+    # -- calls ---------------------------------------------------------------------------------
+
+    async def call(
+        self,
+        service: str,
+        method: str,
+        request: Message,
+        response_type: type[M],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - sent on the wire as timeout_nano
+        metadata: Metadata | None = None,
+    ) -> M:
+        """Make a unary call.
+
+        Args:
+            service: full service name, e.g. ``containerd.task.v2.Task``.
+            method: bare method name, e.g. ``State``.
+            request: the request message.
+            response_type: the response message class.
+            timeout: seconds; sent as ``timeout_nano`` and enforced locally.
+            metadata: ``(key, value)`` pairs, sent in order (repeated keys allowed).
+
+        Returns:
+            The decoded response.
+
+        Raises:
+            RPCError: the server answered with a non-OK status (or the request is over the size
+                limit: ``RESOURCE_EXHAUSTED``, nothing sent).
+            DeadlineExceeded: ``timeout`` expired first.
+            ConnectionClosed: the connection is gone.
+            ProtocolError: the server's answer is malformed.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        state = _CallState(server_streaming=False, maxsize=1)
+        try:
+            async with asyncio.timeout_at(deadline):
+                data = encode_request(service, method, request.SerializeToString(), timeout, metadata)
+                await self._open(state, data, Flags.NONE)
+                frame = await state.inbox.get()
+        except TimeoutError as exc:
+            if isinstance(exc, KuasarError):
+                raise
+            raise DeadlineExceeded(f"ttrpc: /{service}/{method} timed out after {timeout}s") from None
+        finally:
+            self._release(state)
+        if frame is None:  # pragma: no cover - a unary inbox only ends with a frame or an error
+            raise ProtocolError("ttrpc: call ended without a response")
+        if frame.type == FrameType.DATA:
+            raise ProtocolError("ttrpc: received data from non-streaming server")
+        return _decode(response_type, decode_response(frame.data))
+
+    def stream(
+        self,
+        service: str,
+        method: str,
+        response_type: type[M],
+        *,
+        client_streaming: bool = False,
+        server_streaming: bool = False,
+        request: Message | None = None,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Stream[M]:
+        """Open a streaming call; use as ``async with client.stream(...) as stream:``.
+
+        Args:
+            service: full service name.
+            method: bare method name.
+            response_type: the response message class.
+            client_streaming: the client sends a stream (:meth:`Stream.send`).
+            server_streaming: the server sends a stream (:meth:`Stream.recv`).
+            request: for server-streaming (and unary) calls the request message; for
+                client-streaming calls an optional first message.
+            timeout: seconds for the whole call; sent as ``timeout_nano``.
+            metadata: ``(key, value)`` pairs.
+        """
+        return Stream(
+            self,
+            service=service,
+            method=method,
+            response_type=response_type,
+            client_streaming=client_streaming,
+            server_streaming=server_streaming,
+            request=request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _open(self, state: _CallState, request_data: bytes, flags: int) -> int:
+        """Take a stream id and write the Request, both under the write lock."""
+        self._writer.check_size(len(request_data))
+        async with self._writer.lock:
+            if self._error is not None:
+                raise self._error
+            stream_id = self._next_id
+            if stream_id > _MAX_STREAM_ID:
+                raise ProtocolError("ttrpc: stream ids exhausted on this connection")
+            self._next_id += 2
+            state.stream_id = stream_id
+            self._streams[stream_id] = state
+            try:
+                await self._writer.write_locked(Frame(stream_id, FrameType.REQUEST, flags, request_data))
+            except ConnectionClosed as exc:
+                self._fail(exc)
+                raise
+            return stream_id
+
+    async def _write(self, frame: Frame) -> None:
+        if self._error is not None:
+            raise self._error
+        try:
+            await self._writer.write(frame)
+        except ConnectionClosed as exc:
+            self._fail(exc)
+            raise
+
+    def _release(self, state: _CallState) -> None:
+        if state.stream_id and self._streams.get(state.stream_id) is state:
+            del self._streams[state.stream_id]
+        state.inbox.abandon()
+
+    def _fail(self, error: ConnectionClosed) -> None:
+        if self._error is None:
+            self._error = error
+        if self._writer.error is None:
+            self._writer.error = self._error
+        for state in self._streams.values():
+            state.inbox.fail(self._error)
+        self._streams.clear()
+
+    async def _read_loop(self) -> None:
+        decoder = FrameDecoder(self._limits.max_message)
+        error: ConnectionClosed
+        try:
+            while True:
+                chunk = await self._reader.read(READ_CHUNK)
+                if not chunk:
+                    error = ConnectionClosed("ttrpc: connection closed by peer")
+                    break
+                for frame in decoder.feed(chunk):
+                    await self._dispatch(frame)
+        except ProtocolError as exc:
+            error = ConnectionClosed(f"ttrpc: connection dropped: {exc}")
+            error.__cause__ = exc
+        except OSError as exc:
+            error = ConnectionClosed(f"ttrpc: connection lost: {exc}")
+            error.__cause__ = exc
+        self._fail(error)
+        self._writer.close()
+
+    async def _dispatch(self, frame: Frame) -> None:
+        state = self._streams.get(frame.stream_id)
+        if frame.type not in (FrameType.RESPONSE, FrameType.DATA):
+            _log.debug("ignoring frame type %s on stream %d", frame.type, frame.stream_id)
+            return
+        if state is None or state.done:
+            _log.debug("dropping frame for inactive stream %d", frame.stream_id)
+            return
+        if isinstance(frame, OversizedFrame):
+            state.done = True
+            state.inbox.fail(ProtocolError(f"ttrpc: {frame.message}"))
+            return
+        if frame.type == FrameType.RESPONSE:
+            state.done = True
+            await state.inbox.put(frame)
+            state.inbox.finish()
+            return
+        if not state.server_streaming:
+            state.done = True
+            state.inbox.fail(ProtocolError("ttrpc: received data from non-streaming server"))
+            return
+        await state.inbox.put(frame)
+        if frame.flags & Flags.REMOTE_CLOSED:
+            state.done = True
+            state.inbox.finish()
+
+
+class Stream(Generic[M]):
+    """One streaming call on a :class:`Client` (SPEC.md §8).
+
+    Wire behaviour: server-streaming sends its Request with flags ``REMOTE_CLOSED`` (0x01) and
+    the request message; client-streaming and bidi send ``REMOTE_OPEN|NO_DATA`` (0x06) with an
+    empty payload, then Data frames; :meth:`close_send` sends Data ``0x05`` with no data.
+    Leaving the ``async with`` block releases the stream id whatever happened.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        *,
+        service: str,
+        method: str,
+        response_type: type[M],
+        client_streaming: bool,
+        server_streaming: bool,
+        request: Message | None,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        self._client = client
+        self._service = service
+        self._method = method
+        self._response_type = response_type
+        self._client_streaming = client_streaming
+        self._server_streaming = server_streaming
+        self._request = request
+        self._timeout = timeout
+        self._metadata = metadata
+        self._deadline: float | None = None
+        self._state = _CallState(server_streaming, client._limits.stream_queue)
+        self._stream_id = 0
+        self._send_closed = not client_streaming
+        self._ended = False
+
+    @property
+    def stream_id(self) -> int:
+        """The ttrpc stream id (0 before the stream is opened)."""
+        return self._stream_id
+
+    async def __aenter__(self) -> Stream[M]:
+        if self._timeout is not None:
+            self._deadline = asyncio.get_running_loop().time() + self._timeout
+        if self._client_streaming:
+            flags, payload = Flags.REMOTE_OPEN | Flags.NO_DATA, b""
+        else:
+            flags = Flags.REMOTE_CLOSED if self._server_streaming else Flags.NONE
+            payload = self._request.SerializeToString() if self._request is not None else b""
+        data = encode_request(self._service, self._method, payload, self._timeout, self._metadata)
+        try:
+            self._stream_id = await self._bounded(self._client._open(self._state, data, flags))
+            if self._client_streaming and self._request is not None:
+                await self.send(self._request)
+        except BaseException:
+            self._client._release(self._state)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: types.TracebackType | None,
+    ) -> None:
+        try:
+            if exc_type is None and not self._send_closed and not self._client.closed:
+                with contextlib.suppress(KuasarError):
+                    await self.close_send()
+        finally:
+            self._client._release(self._state)
+
+    async def _bounded(self, awaitable: Any) -> Any:
+        try:
+            async with asyncio.timeout_at(self._deadline):
+                return await awaitable
+        except TimeoutError as exc:
+            if isinstance(exc, KuasarError):
+                raise
+            raise DeadlineExceeded(
+                f"ttrpc: /{self._service}/{self._method} timed out after {self._timeout}s"
+            ) from None
+
+    async def send(self, message: Message) -> None:
+        """Send one message (client-streaming and bidi calls).
+
+        Raises:
+            ProtocolError: the call is not client-streaming, or :meth:`close_send` was called.
+            RPCError: ``RESOURCE_EXHAUSTED`` when the message is over the size limit.
+            ConnectionClosed: the connection is gone.
+        """
+        if self._send_closed:
+            raise ProtocolError("ttrpc: send on a stream whose sending side is closed")
+        data = message.SerializeToString()
+        await self._bounded(self._client._write(Frame(self._stream_id, FrameType.DATA, 0, data)))
+
+    async def close_send(self) -> None:
+        """Half-close: tell the server no more messages follow (Data ``0x05``, empty).
+
+        A no-op when the sending side is already closed (always so for server-streaming calls).
+        """
+        if self._send_closed:
+            return
+        self._send_closed = True
+        frame = Frame(self._stream_id, FrameType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, b"")
+        await self._bounded(self._client._write(frame))
+
+    async def recv(self) -> M | None:
+        """The next message from the server, or ``None`` when the server ended the stream.
+
+        Raises:
+            RPCError: the server ended the call with a non-OK status.
+            DeadlineExceeded: the call's timeout expired.
+            ConnectionClosed: the connection is gone.
+        """
+        while not self._ended:
+            frame = await self._bounded(self._state.inbox.get())
+            if frame is None:
+                self._ended = True
+                break
+            if frame.type == FrameType.RESPONSE:
+                self._ended = True
+                payload = decode_response(frame.data)  # raises the status
+                return _decode(self._response_type, payload) if payload else None
+            closing = frame.flags & Flags.REMOTE_CLOSED
+            if closing and (not frame.data or frame.flags & Flags.NO_DATA):
+                self._ended = True
+                break
+            return _decode(self._response_type, frame.data)
+        return None
+
+    def __aiter__(self) -> AsyncIterator[M]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[M]:
+        while (message := await self.recv()) is not None:
+            yield message
+
+    async def response(self) -> M:
+        """The single response of a client-streaming (or unary) call; closes sending first.
+
+        Raises:
+            RPCError: the server answered with a non-OK status.
+            ProtocolError: the server sent stream data or ended without a response.
+        """
+        await self.close_send()
+        frame = await self._bounded(self._state.inbox.get())
+        self._ended = True
+        if frame is None:
+            raise ProtocolError("ttrpc: stream ended without a response")
+        if frame.type != FrameType.RESPONSE:
+            raise ProtocolError("ttrpc: received data from non-streaming server")
+        return _decode(self._response_type, decode_response(frame.data))
