@@ -59,7 +59,7 @@ class FrameWriter:
             ConnectionClosed: the connection failed now or earlier (sticky).
         """
         if self.error is not None:
-            raise self.error
+            raise self.error.with_traceback(None)
         try:
             self._writer.write(encode_header(len(frame.data), frame.stream_id, frame.type, frame.flags))
             if frame.data:
@@ -142,7 +142,8 @@ class Inbox(Generic[T]):
         while not self._items:
             if self._done:
                 if self._exc is not None:
-                    raise self._exc
+                    # a sticky error is raised again and again: don't let its traceback grow
+                    raise self._exc.with_traceback(None)
                 return None
             self._readable.clear()
             await self._readable.wait()

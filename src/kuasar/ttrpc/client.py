@@ -92,6 +92,11 @@ class Client:
         """True once the connection failed or :meth:`close` was called."""
         return self._error is not None
 
+    @property
+    def active_streams(self) -> int:
+        """Calls and streams currently holding a stream id on this connection."""
+        return len(self._streams)
+
     def close(self) -> None:
         """Close the connection; pending calls fail with ``ConnectionClosed``."""
         self._fail(ConnectionClosed("ttrpc: client closed"))
@@ -200,7 +205,7 @@ class Client:
         self._writer.check_size(len(request_data))
         async with self._writer.lock:
             if self._error is not None:
-                raise self._error
+                raise self._error.with_traceback(None)
             stream_id = self._next_id
             if stream_id > _MAX_STREAM_ID:
                 raise ProtocolError("ttrpc: stream ids exhausted on this connection")
@@ -216,7 +221,7 @@ class Client:
 
     async def _write(self, frame: Frame) -> None:
         if self._error is not None:
-            raise self._error
+            raise self._error.with_traceback(None)
         try:
             await self._writer.write(frame)
         except ConnectionClosed as exc:
