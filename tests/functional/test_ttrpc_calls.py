@@ -189,6 +189,17 @@ async def test_leaving_a_stream_early_releases_it() -> None:
         assert (await client.call(SERVICE, "Echo", Str(value="ok"), Str)).value == "ok"
 
 
+async def test_error_inside_stream_block_still_half_closes() -> None:
+    probe = Probe()
+    async with client_server_pair(echo_handlers(probe)) as (client, _):
+        with pytest.raises(KeyError):
+            async with client.stream(SERVICE, "Join", Str, client_streaming=True) as stream:
+                await stream.send(Str(value="a"))
+                raise KeyError("caller bug")
+        await asyncio.wait_for(probe.input_ended.wait(), 10)  # the server saw the end of input
+        assert client.active_streams == 0
+
+
 async def test_full_stream_queue_pauses_the_reader_head_of_line() -> None:
     probe = Probe()
     async with (

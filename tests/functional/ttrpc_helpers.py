@@ -29,6 +29,7 @@ class Probe:
     started: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    input_ended: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 def echo_handlers(probe: Probe) -> dict[tuple[str, str], ttrpc.Handler]:
@@ -72,7 +73,9 @@ def echo_handlers(probe: Probe) -> dict[tuple[str, str], ttrpc.Handler]:
         raise ttrpc.RPCError(ttrpc.Code.ABORTED, "stopped")
 
     async def join(stream: ttrpc.ServerStream, ctx: ttrpc.CallContext) -> Str:
-        return Str(value=",".join([m.value async for m in stream]))
+        joined = ",".join([m.value async for m in stream])
+        probe.input_ended.set()
+        return Str(value=joined)
 
     async def upper(stream: ttrpc.ServerStream, ctx: ttrpc.CallContext) -> None:
         async for m in stream:

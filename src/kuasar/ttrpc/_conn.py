@@ -71,6 +71,19 @@ class FrameWriter:
                 self.error.__cause__ = exc
             raise self.error from exc
 
+    def write_nowait(self, frame: Frame) -> None:
+        """Best effort, without waiting: queue a small frame whole (no drain, errors ignored).
+
+        Safe without the lock: header and data are written with no ``await`` in between, so they
+        cannot interleave with another frame. For cleanup paths that must not block.
+        """
+        if self.error is not None or self._writer.is_closing():
+            return
+        with contextlib.suppress(OSError, RuntimeError):
+            self._writer.write(
+                encode_header(len(frame.data), frame.stream_id, frame.type, frame.flags) + frame.data
+            )
+
     def close(self) -> None:
         """Close the underlying transport (idempotent)."""
         if not self._writer.is_closing():

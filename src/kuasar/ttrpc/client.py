@@ -356,9 +356,15 @@ class Stream(Generic[M]):
         tb: types.TracebackType | None,
     ) -> None:
         try:
-            if exc_type is None and not self._send_closed and not self._client.closed:
-                with contextlib.suppress(KuasarError):
-                    await self.close_send()
+            if not self._send_closed and not self._client.closed and self._stream_id:
+                if exc_type is None:
+                    with contextlib.suppress(KuasarError):
+                        await self.close_send()
+                else:  # don't block an error path; still tell the server no more input follows
+                    self._send_closed = True
+                    self._client._writer.write_nowait(
+                        Frame(self._stream_id, FrameType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, b"")
+                    )
         finally:
             self._client._release(self._state)
 
