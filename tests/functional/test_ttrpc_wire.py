@@ -11,7 +11,7 @@ import pytest
 
 from kuasar import ttrpc
 from kuasar.config import DEFAULT_LIMITS, TEST_LIMITS
-from kuasar.errors import ConnectionClosed, RPCError
+from kuasar.errors import ConnectionClosed, ProtocolError, RPCError
 from kuasar.proto import ttrpc_pb2
 from kuasar.ttrpc.framing import Flags, Frame, FrameType, encode_header
 from tests.functional.ttrpc_helpers import (
@@ -398,3 +398,22 @@ async def test_shutdown_grace_bounds_a_stuck_handler(tmp_path: Path) -> None:
         assert probe.cancelled.is_set()
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(stuck, HANG_GUARD)
+
+
+async def test_oversized_response_fails_only_that_call(tmp_path: Path) -> None:
+    limits = TEST_LIMITS
+    size = limits.max_message + 1
+
+    async def script(peer: RawPeer) -> None:
+        assert await peer.recv() is not None
+        await peer.send_raw(encode_header(size, 1, FrameType.RESPONSE, 0) + b"\x12" * size)
+        assert await peer.recv() is not None
+        await peer.send(
+            Frame(3, FrameType.RESPONSE, 0, ttrpc_pb2.Response(payload=payload("ok")).SerializeToString())
+        )
+
+    async with raw_server(tmp_path, script) as (path, errors), unix_client(path, limits) as client:
+        with pytest.raises(ProtocolError, match=f"message length {size} exceed maximum message size"):
+            await client.call(SERVICE, "Big", Str(), Str)
+        assert (await client.call(SERVICE, "Small", Str(), Str)).value == "ok"
+    assert not errors
