@@ -196,7 +196,7 @@ async def test_abandoned_copy_out_releases_its_thread_and_files(tmp_path: object
     assert isinstance(chunks, AsyncIterator)
     first = await anext(chunks)
     assert first
-    await chunks.aclose()  # type: ignore[attr-defined]
+    await chunks.aclose()
     assert len(os.listdir("/proc/self/fd")) == before
 
 
@@ -222,4 +222,4 @@ async def test_copy_in_whose_sender_vanishes_mid_tar_stops_cleanly(tmp_path: obj
     with pytest.raises(ConnectionResetError):
         async with asyncio.timeout(30):
             await copy_in(rootfs, CopyMeta(TAR, "/data/t", 0o755), vanishing())
-    await chunks.aclose()  # type: ignore[attr-defined]
+    await chunks.aclose()

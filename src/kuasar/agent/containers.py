@@ -448,10 +448,11 @@ class ContainerManager:
             raise RPCError(
                 Code.FAILED_PRECONDITION, f"container {container_id!r} cannot start: it is {status}"
             )
+        container.started_at = time.time_ns()  # before: a short-lived process may exit during the call
         code, _, err = await self._run("start", container_id)
         if code != 0:
+            container.started_at = 0
             raise RPCError(Code.FAILED_PRECONDITION, f"runc start failed: {runc_message(err)}")
-        container.started_at = time.time_ns()
         return await self.info(container_id)
 
     async def stop(

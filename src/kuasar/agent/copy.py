@@ -30,7 +30,7 @@ import stat
 import tarfile
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -217,7 +217,7 @@ async def open_source(root: str, path: str) -> tuple[CopyMeta, int]:
 
 async def copy_out(
     root: str, path: str, chunk_size: int = DEFAULT_CHUNK
-) -> tuple[CopyMeta, AsyncIterator[bytes]]:
+) -> tuple[CopyMeta, AsyncGenerator[bytes, None]]:
     """Open ``path`` under ``root`` for reading: its header, then its bytes in chunks.
 
     The iterator must be consumed or closed (``aclose``); it releases its file and worker thread
@@ -233,7 +233,7 @@ async def copy_out(
     return meta, _tar_chunks(fd, directory, chunk_size)
 
 
-async def _file_chunks(fd: int, size: int, chunk_size: int) -> AsyncIterator[bytes]:
+async def _file_chunks(fd: int, size: int, chunk_size: int) -> AsyncGenerator[bytes, None]:
     try:
         remaining = size
         while remaining > 0:
@@ -251,7 +251,7 @@ def _strip_owner_names(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
-async def _tar_chunks(fd: int, directory: str, chunk_size: int) -> AsyncIterator[bytes]:
+async def _tar_chunks(fd: int, directory: str, chunk_size: int) -> AsyncGenerator[bytes, None]:
     pipe = _Pipe()
 
     class _Chunker:

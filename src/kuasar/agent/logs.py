@@ -29,7 +29,7 @@ import os
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 from kuasar.errors import RPCError
@@ -258,7 +258,7 @@ class ContainerLog:
                 continue
         return cursors
 
-    async def read(self, query: LogQuery) -> AsyncIterator[LogLine]:
+    async def read(self, query: LogQuery) -> AsyncGenerator[LogLine, None]:
         """Stored entries matching ``query``, then (with ``follow``) new ones as they arrive.
 
         The generator closes its files however it ends; closing it early (the client went away)
