@@ -1,0 +1,393 @@
+"""One guest process for the agent's ``Exec``: spawned on pipes or on a PTY, pumped, signalled, reaped.
+
+Layer contract: agent side; stdlib (os, subprocess, pwd/grp, asyncio), ``kuasar.agent.pty``,
+``kuasar._fdio`` and ``kuasar.errors`` / ``kuasar.ttrpc.codes`` (for the statuses a failed start
+becomes). No protobuf: :mod:`kuasar.agent.services.exec` translates messages.
+
+Shape:
+- :meth:`Process.start` forks with :class:`subprocess.Popen` (so exec errors are raised here in the
+  parent: ``FileNotFoundError`` -> ``NOT_FOUND``, ``PermissionError``/``ENOEXEC`` ->
+  ``PERMISSION_DENIED``) in a new session: with ``tty`` the PTY slave becomes its controlling
+  terminal; otherwise stdout and stderr are two pipes and stdin is a pipe or ``/dev/null``.
+- The exit is watched through a pidfd: its status is read with ``waitid(WNOWAIT)`` (exit code,
+  signal and core dump kept apart), and the zombie is reaped only in :meth:`Process.close`, after
+  the process group has been killed, so the group id cannot have been reused in between.
+- :meth:`Process.pump_output` reads at most ``CHUNK`` bytes at a time from each output fd and hands
+  them to an async sink (backpressure: the next read waits for the sink); after the process exits,
+  descendants still holding the output get ``DRAIN_GRACE`` seconds before the pumps are cut.
+- :meth:`Process.close` (always called, also on cancellation) SIGKILLs the process group, reaps,
+  and closes every fd.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import grp
+import os
+import pwd
+import signal
+import subprocess
+import termios
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from kuasar._fdio import wait_fd, write_all
+from kuasar.agent.pty import PtyMode, open_pty, set_window_size
+from kuasar.errors import RPCError
+from kuasar.ttrpc.codes import Code
+
+#: Largest output chunk handed to the sink.
+CHUNK = 64 * 1024
+#: After the process exits, how long descendants holding its stdout/stderr may keep them open.
+DRAIN_GRACE = 2.0
+#: stdout and stderr, as the sink's first argument.
+STDOUT, STDERR = 1, 2
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+OutputSink = Callable[[int, bytes], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ExitStatus:
+    """How a process ended: ``exit_code`` is valid when ``signal`` is 0."""
+
+    exit_code: int = 0
+    signal: int = 0
+    core_dumped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """Who the process runs as (``None``: the agent's own)."""
+
+    uid: int
+    gid: int
+    groups: tuple[int, ...]
+    home: str
+    name: str
+
+
+def resolve_user(spec: str) -> Credentials | None:
+    """``name``, ``uid``, ``name:group`` or ``uid:gid`` -> credentials; empty -> ``None``.
+
+    Raises:
+        RPCError: ``INVALID_ARGUMENT`` for an unknown name; ``PERMISSION_DENIED`` when switching to
+            another user without being root.
+    """
+    if not spec:
+        return None
+    user, _, group = spec.partition(":")
+    entry: pwd.struct_passwd | None
+    try:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+    except KeyError:
+        if not user.isdigit():
+            raise RPCError(Code.INVALID_ARGUMENT, f"unknown user {user!r}") from None
+        entry = None
+    uid = int(user) if user.isdigit() else entry.pw_uid  # type: ignore[union-attr]
+    if group:
+        try:
+            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise RPCError(Code.INVALID_ARGUMENT, f"unknown group {group!r}") from None
+    else:
+        gid = entry.pw_gid if entry is not None else 0
+    name = entry.pw_name if entry is not None else str(uid)
+    groups: tuple[int, ...] = (gid,)
+    if entry is not None and not group:
+        with contextlib.suppress(OSError):
+            groups = tuple(os.getgrouplist(entry.pw_name, gid))
+    if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):
+        raise RPCError(Code.PERMISSION_DENIED, f"cannot run as {spec!r}: the agent is not root")
+    home = entry.pw_dir if entry is not None else "/"
+    return Credentials(uid, gid, groups, home, name)
+
+
+def build_env(extra: Mapping[str, str], *, tty: bool, credentials: Credentials | None) -> dict[str, str]:
+    """The default environment (PATH, HOME, and TERM on a PTY), then ``extra`` on top."""
+    env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
+    if credentials is not None:
+        env.update(HOME=credentials.home, USER=credentials.name, LOGNAME=credentials.name)
+    else:
+        env["HOME"] = os.environ.get("HOME") or "/root"
+    if tty:
+        env["TERM"] = "xterm"
+    env.update(extra)
+    return env
+
+
+def _take_controlling_terminal() -> None:
+    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+
+def _start_error(exc: OSError, argv: Sequence[str], cwd: str) -> RPCError:
+    if exc.filename == cwd and exc.filename != argv[0]:
+        return RPCError(Code.INVALID_ARGUMENT, f"cannot change to directory {cwd!r}: {exc.strerror}")
+    if isinstance(exc, FileNotFoundError):
+        return RPCError(Code.NOT_FOUND, f"{argv[0]}: command not found")
+    if isinstance(exc, PermissionError) or exc.errno in (errno.ENOEXEC, errno.EISDIR):
+        return RPCError(Code.PERMISSION_DENIED, f"{argv[0]}: {exc.strerror or 'permission denied'}")
+    return RPCError(Code.FAILED_PRECONDITION, f"{argv[0]}: cannot start: {exc.strerror or exc}")
+
+
+class Process:
+    """A started process; use :meth:`start`, and always :meth:`close` (or ``async with``)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes], *, tty: bool, fds: dict[str, int]) -> None:
+        self._popen = popen
+        self.pid = popen.pid
+        self.tty = tty
+        self._fds = fds  # "stdin", "stdout", "stderr", "master": parent ends, non-blocking
+        self._pidfd = os.pidfd_open(self.pid)
+        self._status: ExitStatus | None = None
+        self._exited = asyncio.Event()
+        self._reaped = False
+        asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
+
+    @classmethod
+    async def start(
+        cls,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        rows: int = 0,
+        cols: int = 0,
+        stdin: bool = False,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        user: str = "",
+    ) -> Process:
+        """Start ``argv`` in a new session.
+
+        Args:
+            argv: program and arguments (the program is looked up on the environment's PATH).
+            tty: run on a new PTY (stderr is merged into stdout) that becomes its controlling tty.
+            rows: initial PTY rows (0: 24).
+            cols: initial PTY columns (0: 80).
+            stdin: give the process a stdin pipe (:meth:`write_stdin`); else ``/dev/null``
+                (a PTY process always reads the PTY).
+            env: added to the default environment (PATH, HOME, TERM on a PTY).
+            cwd: working directory (empty: ``/``).
+            user: ``name``, ``uid`` or ``uid:gid`` (switching needs root).
+
+        Raises:
+            RPCError: ``NOT_FOUND`` (no such program), ``PERMISSION_DENIED`` (not executable, or
+                a user switch without root), ``INVALID_ARGUMENT`` (empty argv, bad user or cwd).
+        """
+        if not argv or not argv[0]:
+            raise RPCError(Code.INVALID_ARGUMENT, "empty command")
+        credentials = resolve_user(user)
+        workdir = cwd or "/"
+        if not os.path.isdir(workdir):  # noqa: ASYNC240 - one stat, before the fork
+            raise RPCError(Code.INVALID_ARGUMENT, f"no such directory: {workdir!r}")
+        environment = build_env(env or {}, tty=tty, credentials=credentials)
+        child_ends: list[int] = []
+        parent: dict[str, int] = {}
+        try:
+            if tty:
+                master, slave = open_pty(PtyMode(), rows or 24, cols or 80)
+                parent["master"] = master
+                child_ends.append(slave)
+                stdio: tuple[int, int, int] = (slave, slave, slave)
+                preexec: Callable[[], None] | None = _take_controlling_terminal
+            else:
+                out_r, out_w = os.pipe()
+                parent["stdout"] = out_r
+                child_ends.append(out_w)
+                err_r, err_w = os.pipe()
+                parent["stderr"] = err_r
+                child_ends.append(err_w)
+                if stdin:
+                    in_r, in_w = os.pipe()
+                    parent["stdin"] = in_w
+                    child_ends.append(in_r)
+                else:
+                    in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+                    child_ends.append(in_r)
+                stdio = (in_r, out_w, err_w)
+                preexec = None
+            try:
+                # Popen, not asyncio's: its child watcher would race our pidfd for the status.
+                popen = subprocess.Popen(  # noqa: ASYNC220
+                    list(argv),
+                    stdin=stdio[0],
+                    stdout=stdio[1],
+                    stderr=stdio[2],
+                    env=environment,
+                    cwd=workdir,
+                    start_new_session=True,
+                    preexec_fn=preexec,  # noqa: PLW1509 - only an ioctl, needed for the ctty
+                    user=credentials.uid if credentials else None,
+                    group=credentials.gid if credentials else None,
+                    extra_groups=list(credentials.groups) if credentials else None,
+                )
+            except OSError as exc:
+                raise _start_error(exc, argv, workdir) from None
+        except BaseException:
+            for fd in parent.values():
+                os.close(fd)
+            raise
+        finally:
+            for fd in child_ends:
+                os.close(fd)
+        for fd in parent.values():
+            os.set_blocking(fd, False)
+        return cls(popen, tty=tty, fds=parent)
+
+    async def __aenter__(self) -> Process:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- input -----------------------------------------------------------------------------------
+
+    async def write_stdin(self, data: bytes) -> None:
+        """Write all of ``data`` to the process's stdin (the PTY with ``tty``); dropped once closed."""
+        fd = self._fds.get("master" if self.tty else "stdin")
+        if fd is None or not data:
+            return
+        try:
+            await write_all(fd, data)
+        except (BrokenPipeError, OSError) as exc:
+            if isinstance(exc, BrokenPipeError) or exc.errno in (errno.EIO, errno.EPIPE):
+                self._close_fd("stdin")  # the reader is gone; later input is dropped
+                return
+            raise
+
+    async def close_stdin(self) -> None:
+        """End of input: close the stdin pipe; on a PTY, type the EOF character (``^D``)."""
+        if self.tty:
+            master = self._fds.get("master")
+            if master is not None:
+                with contextlib.suppress(OSError):
+                    eof = termios.tcgetattr(master)[6][termios.VEOF]
+                    await write_all(master, eof if isinstance(eof, bytes) else bytes([eof]))
+            return
+        self._close_fd("stdin")
+
+    def resize(self, rows: int, cols: int) -> None:
+        """Set the PTY's window size (the foreground group gets SIGWINCH); ignored without a PTY."""
+        master = self._fds.get("master")
+        if master is not None and rows > 0 and cols > 0:
+            set_window_size(master, min(rows, 0xFFFF), min(cols, 0xFFFF))
+
+    def send_signal(self, signum: int) -> None:
+        """Deliver ``signum`` to the process (to its process group on a PTY, as a terminal would).
+
+        Raises:
+            RPCError: ``INVALID_ARGUMENT`` for a signal number that does not exist.
+        """
+        if self._reaped:
+            return
+        try:
+            if self.tty:
+                os.killpg(self.pid, signum)
+            else:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+        except (ValueError, OSError) as exc:
+            raise RPCError(Code.INVALID_ARGUMENT, f"cannot send signal {signum}: {exc}") from None
+
+    # -- output and exit -------------------------------------------------------------------------
+
+    async def pump_output(self, sink: OutputSink, *, chunk: int = CHUNK) -> None:
+        """Hand every output chunk (at most ``chunk`` bytes) to ``sink(STDOUT|STDERR, data)`` until
+        EOF on all outputs, or until ``DRAIN_GRACE`` after the exit when descendants keep them open."""
+        names = ("master",) if self.tty else ("stdout", "stderr")
+        size = max(1, min(chunk, CHUNK))
+        pumps = [asyncio.ensure_future(self._pump(name, sink, size)) for name in names if name in self._fds]
+        if not pumps:
+            return
+        try:
+            waiting = asyncio.ensure_future(asyncio.wait(pumps))
+            exited = asyncio.ensure_future(self._exited.wait())
+            try:
+                await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiting.done():
+                    await asyncio.wait({waiting}, timeout=DRAIN_GRACE)
+            finally:
+                waiting.cancel()
+                exited.cancel()
+            for pump in pumps:
+                if pump.done() and not pump.cancelled() and pump.exception() is not None:
+                    raise pump.exception()  # type: ignore[misc]
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            await asyncio.gather(*pumps, return_exceptions=True)
+
+    async def _pump(self, name: str, sink: OutputSink, size: int) -> None:
+        fd = self._fds[name]
+        stream = STDERR if name == "stderr" else STDOUT
+        while True:
+            await wait_fd(fd)
+            try:
+                data = os.read(fd, size)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EIO:  # PTY: every slave fd is closed
+                    return
+                raise
+            if not data:
+                return
+            await sink(stream, data)
+
+    def _on_exit(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(self._pidfd)
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+        except ChildProcessError:
+            info = None
+        if info is None:  # reaped by someone else (a PID-1 reaper): the status is lost
+            self._status = ExitStatus(255)
+        elif info.si_code == os.CLD_EXITED:
+            self._status = ExitStatus(info.si_status)
+        else:
+            self._status = ExitStatus(0, info.si_status, info.si_code == os.CLD_DUMPED)
+        self._exited.set()
+
+    @property
+    def status(self) -> ExitStatus | None:
+        """The exit status once the process has exited, else ``None``."""
+        return self._status
+
+    async def wait(self) -> ExitStatus:
+        """Wait for the process to exit and return how it ended (it is reaped by :meth:`close`)."""
+        await self._exited.wait()
+        assert self._status is not None
+        return self._status
+
+    async def close(self) -> None:
+        """SIGKILL the whole process group, reap the process, close every fd. Idempotent."""
+        if not self._reaped:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+            if not self._exited.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(10):
+                        await self._exited.wait()
+            self._reaped = True
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
+            self._popen.returncode = self._returncode()
+            if not self._exited.is_set():
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+        for name in list(self._fds):
+            self._close_fd(name)
+
+    def _returncode(self) -> int:
+        status = self._status or ExitStatus(255)
+        return -status.signal if status.signal else status.exit_code
+
+    def _close_fd(self, name: str) -> None:
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            os.close(fd)
