@@ -52,7 +52,9 @@ async def _forward_input(
     escape: int | None,
     detached: asyncio.Event,
     send_eof: bool,
+    go: asyncio.Event,
 ) -> None:
+    await go.wait()
     last = b"\n"
     async for received in source:
         chunk = received
@@ -83,10 +85,15 @@ async def relay(
     """Pump bytes both ways until the remote side closes, the marker arrives, or the user detaches."""
     detached = asyncio.Event()
     detach_wait = asyncio.ensure_future(detached.wait())
+    # Input waits for the command's start marker: until then the console's shell may still be
+    # reading its command line (readline in raw mode would swallow ^D and type-ahead).
+    started = asyncio.Event()
+    if stripper is None:
+        started.set()
     forward: asyncio.Future[None] | None = None
     if source is not None:
         forward = asyncio.ensure_future(
-            _forward_input(writer, source, escape=escape, detached=detached, send_eof=send_eof)
+            _forward_input(writer, source, escape=escape, detached=detached, send_eof=send_eof, go=started)
         )
     try:
         while stripper is None or stripper.exit_status is None:
@@ -99,6 +106,8 @@ async def relay(
             if not data:
                 break
             out = stripper.feed(data) if stripper is not None else data
+            if stripper is not None and stripper.started:
+                started.set()
             if out:
                 await output(out)
             if forward is not None and forward.done() and not forward.cancelled() and forward.exception():

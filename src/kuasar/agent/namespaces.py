@@ -1,15 +1,18 @@
-"""Linux namespaces for local sandboxes, through libc (Python 3.11 has no ``os.unshare``).
+"""``kuasar-agent --isolate``: become PID 1 of fresh PID, mount, UTS and IPC namespaces.
 
-Layer contract: host side, used only by ``kuasar.sandbox.supervisor``. ``enter_pid_namespace`` runs
-in the supervisor (its *next* child becomes PID 1 of a fresh PID namespace); ``guest_preexec`` runs
-in that child between fork and exec: its own mount, UTS and IPC namespaces, mounts made private, and a
-fresh ``/proc`` for the new PID namespace. Root only; callers check ``can_use_namespaces()`` first.
+Layer contract: agent side, stdlib plus libc through ctypes (Python 3.11 has no ``os.unshare``).
+``isolate()`` must run before any thread exists (a process whose PID namespace for children differs
+from its own cannot create threads): it unshares the namespaces and forks. The child returns, as
+PID 1, with private mounts and a fresh ``/proc``; the parent stays on the host side, forwards
+SIGTERM/SIGINT/SIGHUP to the child and exits with its status. Root only (``can_isolate()``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import signal
+from typing import NoReturn
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -30,19 +33,31 @@ def _check(result: int, what: str) -> None:
         raise OSError(errno, f"{what}: {os.strerror(errno)}")
 
 
-def can_use_namespaces() -> bool:
+def can_isolate() -> bool:
     """True when running as root on Linux, where unshare(2) of these namespaces is allowed."""
     return os.geteuid() == 0 and os.path.exists("/proc/self/ns/pid")
 
 
-def enter_pid_namespace() -> None:
-    """Make this process's next child PID 1 of a new PID namespace."""
-    _check(_libc.unshare(CLONE_NEWPID), "unshare(CLONE_NEWPID)")
+def _forward_and_wait(child: int) -> NoReturn:
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda received, _frame: os.kill(child, received))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except InterruptedError:
+            continue
+    code = os.waitstatus_to_exitcode(status)
+    os._exit(128 - code if code < 0 else code)
 
 
-def guest_preexec() -> None:
-    """In the forked guest child: private mounts, own hostname and IPC, a /proc of its own."""
-    _check(_libc.unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare(mount, uts, ipc)")
+def isolate() -> None:
+    """Continue as PID 1 of new namespaces (in the forked child); the caller's process becomes a
+    waiting stand-in that never returns."""
+    _check(_libc.unshare(CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC), "unshare")
+    child = os.fork()
+    if child != 0:
+        _forward_and_wait(child)
     _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
     _check(
         _libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),

@@ -8,38 +8,18 @@ epoll refuses, are read and written directly.
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
 
+from kuasar._fdio import wait_fd, write_all
+
 CHUNK = 64 * 1024
-
-
-async def _wait_fd(fd: int, *, writable: bool) -> bool:
-    """Wait until ``fd`` is ready; False when the loop cannot watch it (a regular file)."""
-    loop = asyncio.get_running_loop()
-    ready: asyncio.Future[None] = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
-    try:
-        add(fd, wake)
-    except (PermissionError, ValueError):
-        return False
-    try:
-        await ready
-    finally:
-        remove(fd)
-    return True
 
 
 async def read_chunks(fd: int) -> AsyncIterator[bytes]:
     """Yield what ``fd`` delivers until EOF."""
     while True:
-        await _wait_fd(fd, writable=False)
+        await wait_fd(fd)
         try:
             data = os.read(fd, CHUNK)
         except BlockingIOError:
@@ -58,11 +38,4 @@ class FdWriter:
         self.fd = fd
 
     async def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            try:
-                written = os.write(self.fd, view)
-            except BlockingIOError:
-                await _wait_fd(self.fd, writable=True)
-                continue
-            view = view[written:]
+        await write_all(self.fd, data)

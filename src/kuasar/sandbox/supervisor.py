@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass
 
 from kuasar.config import AGENT_PORT, CONSOLE_PORT
 from kuasar.errors import KuasarError, SandboxError
-from kuasar.sandbox import _namespaces
 from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
 
 STATE_FILE = "sandbox.json"
@@ -79,6 +78,10 @@ def read_state(directory: str) -> SandboxState | None:
         return None
 
 
+def _use_namespaces(args: argparse.Namespace) -> bool:
+    return bool(args.namespaces) and os.geteuid() == 0 and os.path.exists("/proc/self/ns/pid")
+
+
 def _agent_command(directory: str, sandbox_id: str, args: argparse.Namespace, ready_fd: int) -> list[str]:
     guest = os.path.join(directory, GUEST_DIR)
     command = [
@@ -96,11 +99,15 @@ def _agent_command(directory: str, sandbox_id: str, args: argparse.Namespace, re
         os.devnull,
         "--ready-fd",
         str(ready_fd),
+        "--state-dir",
+        os.path.join(directory, "agent"),
         "--log-level",
         args.log_level,
     ]
     if not args.agent_api:
         command.append("--no-agent-api")
+    if _use_namespaces(args):
+        command.append("--isolate")
     if args.shell:
         command += ["--debug-shell", args.shell]
     return command
@@ -130,9 +137,6 @@ async def _start_agent(
 ) -> asyncio.subprocess.Process:
     os.makedirs(os.path.join(directory, GUEST_DIR), mode=0o700, exist_ok=True)
     read_fd, write_fd = os.pipe()
-    use_ns = args.namespaces and _namespaces.can_use_namespaces()
-    if use_ns:
-        _namespaces.enter_pid_namespace()
     try:
         process = await asyncio.create_subprocess_exec(
             *_agent_command(directory, sandbox_id, args, write_fd),
@@ -140,7 +144,6 @@ async def _start_agent(
             stdout=log_file,
             stderr=log_file,
             pass_fds=(write_fd,),
-            preexec_fn=_namespaces.guest_preexec if use_ns else None,
             start_new_session=True,
         )
     finally:
@@ -200,7 +203,7 @@ async def supervise(args: argparse.Namespace) -> int:
                 created=time.time(),
                 debug_console=args.debug_console,
                 agent_api=args.agent_api,
-                namespaces=args.namespaces and _namespaces.can_use_namespaces(),
+                namespaces=_use_namespaces(args),
             ),
         )
         _report(args.ready_fd, "ready")

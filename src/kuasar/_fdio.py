@@ -1,0 +1,42 @@
+"""Waiting on raw file descriptors from asyncio, without touching their O_NONBLOCK flag.
+
+Layer contract: bottom layer; asyncio and os only. Used by ``kuasar.ctl.stdio`` (the user's
+terminal, which is shared with their shell) and by the agent's PTY pumps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+
+async def wait_fd(fd: int, *, writable: bool = False) -> bool:
+    """Wait until ``fd`` is readable (or writable); False when the loop cannot watch it (a regular
+    file, which is always ready)."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    add, remove = (loop.add_writer, loop.remove_writer) if writable else (loop.add_reader, loop.remove_reader)
+    try:
+        add(fd, wake)
+    except (PermissionError, ValueError):
+        return False
+    try:
+        await ready
+    finally:
+        remove(fd)
+    return True
+
+
+async def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to ``fd``, waiting (not spinning) while it would block."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except BlockingIOError:
+            await wait_fd(fd, writable=True)

@@ -1,0 +1,164 @@
+"""``kuasar-agent``: the guest agent's entry point (PID 1 capable).
+
+Layer contract: agent top; the one ``asyncio.run`` of the agent. Reads flags and the kernel command
+line (``task.*``), listens with ``kuasar.transport.listen`` on the agent API address (ttrpc: health,
+containers, and whatever services are registered in ``kuasar.agent.services``) and, when debug is
+on, the debug console address; reaps orphans as PID 1; stops cleanly on SIGTERM/SIGINT. Errors are
+one line on stderr and exit status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from kuasar import __version__
+from kuasar.address import parse_address
+from kuasar.agent.cmdline import read_cmdline
+from kuasar.agent.console import serve_console
+from kuasar.agent.reaper import OrphanReaper
+from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
+from kuasar.errors import KuasarError
+
+if TYPE_CHECKING:
+    from kuasar import ttrpc
+    from kuasar.agent.services import AgentServices
+
+log = logging.getLogger("kuasar.agent")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kuasar-agent",
+        description="kuasar-py guest agent: ttrpc agent API and Kuasar-compatible debug console.",
+    )
+    parser.add_argument("--version", action="version", version=f"kuasar-agent {__version__}")
+    parser.add_argument("--api", default=f"vsock://-1:{AGENT_PORT}", metavar="ADDR", help="agent API address")
+    parser.add_argument(
+        "--console", default=f"vsock://-1:{CONSOLE_PORT}", metavar="ADDR", help="debug console address"
+    )
+    parser.add_argument(
+        "--debug-console",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="serve the debug console (default: on when the kernel command line has task.debug)",
+    )
+    parser.add_argument("--no-agent-api", dest="agent_api", action="store_false", help="console-only guest")
+    parser.add_argument(
+        "--debug-shell", metavar="PATH", help="console shell (default task.debug_shell or /bin/bash)"
+    )
+    parser.add_argument("--hostname", help="set the (UTS namespace's) hostname")
+    parser.add_argument(
+        "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line to read"
+    )
+    parser.add_argument("--log-level", help="debug, info, warning, error (default task.log_level or info)")
+    parser.add_argument("--ready-fd", type=int, metavar="N", help="write 'ready' to fd N once listening")
+    parser.add_argument(
+        "--isolate",
+        action="store_true",
+        help="as root: run as PID 1 of new PID/mount/UTS/IPC namespaces (local sandboxes)",
+    )
+    parser.add_argument(
+        "--state-dir", metavar="DIR", help="containers' runc root, state and logs (default /run/kuasar-agent)"
+    )
+    return parser
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from kuasar import transport, ttrpc
+    from kuasar.agent.services import AgentServices
+
+    cmdline = read_cmdline(args.cmdline)
+    debug_console = cmdline.debug if args.debug_console is None else args.debug_console
+    shell = args.debug_shell or cmdline.debug_shell
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+
+    listeners: list[asyncio.AbstractServer] = []
+    servers: list[ttrpc.Server] = []
+    services: AgentServices | None = None
+    reaper: OrphanReaper | None = None
+    try:
+        if args.hostname:
+            try:
+                socket.sethostname(args.hostname[:64])
+            except OSError as exc:
+                log.warning("cannot set hostname %r: %s", args.hostname, exc)
+        if args.agent_api:
+            services = AgentServices(args.state_dir)
+            server = ttrpc.Server(services.handlers, limits=DEFAULT_LIMITS)
+            servers.append(server)
+            listeners.append(
+                await transport.listen(parse_address(args.api), server.handle_connection, mode=0o600)
+            )
+            log.info("agent API on %s", args.api)
+        if debug_console:
+            handler = functools.partial(serve_console, shell=shell, limits=DEFAULT_LIMITS)
+            listeners.append(await transport.listen(parse_address(args.console), handler, mode=0o600))
+            log.info("debug console on %s (shell %s)", args.console, shell)
+        if os.getpid() == 1:
+            reaper = OrphanReaper(services.owns_pid if services is not None else lambda _pid: False)
+            reaper.start()
+        if args.ready_fd is not None:
+            with contextlib.suppress(OSError):
+                os.write(args.ready_fd, b"ready\n")
+                os.close(args.ready_fd)
+        await stop.wait()
+        log.info("shutting down")
+        return 0
+    finally:
+        if reaper is not None:
+            reaper.stop()
+        for listener in listeners:
+            listener.close()
+        for server in servers:
+            server.close()
+        for server in servers:
+            await server.wait_closed()
+        if services is not None:
+            await services.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.isolate:
+        from kuasar.agent import namespaces
+
+        if not namespaces.can_isolate():
+            sys.stderr.write("kuasar-agent: --isolate needs root and PID namespaces\n")
+            return 1
+        try:
+            namespaces.isolate()  # from here on we are PID 1 of the new namespaces
+        except OSError as exc:
+            sys.stderr.write(f"kuasar-agent: cannot isolate: {exc}\n")
+            return 1
+    level = args.log_level or read_cmdline(args.cmdline).log_level
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s kuasar-agent %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return asyncio.run(_serve(args))
+    except KuasarError as exc:
+        sys.stderr.write(f"kuasar-agent: {exc}\n")
+        for hint in exc.hints:
+            sys.stderr.write(f"  {hint}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

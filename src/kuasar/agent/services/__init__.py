@@ -1,0 +1,47 @@
+"""The agent's ttrpc services, assembled in one place.
+
+Layer contract: agent side; imports ttrpc and the service modules, nothing from ``kuasar.ctl`` or
+``kuasar.sandbox``. ``agent_services(state_dir)`` returns the handler maps ``kuasar-agent`` serves on
+its API address and the owners of long-lived resources (containers), closed at shutdown.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kuasar import ttrpc
+from kuasar.agent.containers import ContainerManager
+from kuasar.agent.logs import LogStore
+from kuasar.agent.services.containers import container_handlers
+from kuasar.config import DEFAULT_LIMITS, Limits
+from kuasar.ttrpc.service import HandlerMap
+
+DEFAULT_STATE_DIR = "/run/kuasar-agent"
+
+
+class AgentServices:
+    """What ``kuasar-agent`` serves: ``handlers`` (ttrpc maps), plus the resources behind them."""
+
+    def __init__(self, state_dir: str | None = None, *, limits: Limits = DEFAULT_LIMITS) -> None:
+        base = state_dir or DEFAULT_STATE_DIR
+        self.containers = ContainerManager(
+            LogStore(os.path.join(base, "logs")),
+            root=os.path.join(base, "runc"),
+            state_dir=os.path.join(base, "containers"),
+        )
+        self.handlers: list[HandlerMap] = [
+            ttrpc.health_handlers(),
+            container_handlers(self.containers, limits=limits),
+        ]
+
+    def owns_pid(self, pid: int) -> bool:
+        """True for processes whose exit status an owner waits for (container inits)."""
+        return self.containers.owns_pid(pid)
+
+    async def close(self) -> None:
+        await self.containers.close()
+        self.containers.logs.close()
+
+
+def agent_services(state_dir: str | None = None) -> AgentServices:
+    return AgentServices(state_dir)
