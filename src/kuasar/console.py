@@ -78,7 +78,7 @@ class MarkerStripper:
     """
 
     def __init__(self, token: str) -> None:
-        self._start = START_MARKER + b":" + token.encode() + b"\n"
+        self._start_line = re.compile(re.escape(START_MARKER + b":" + token.encode()) + rb"\r?\n")
         self._exit = EXIT_MARKER + b":" + token.encode() + b":"
         self._exit_line = re.compile(re.escape(self._exit) + rb"(\d{1,3})\r?\n")
         self._buffer = bytearray()
@@ -90,14 +90,11 @@ class MarkerStripper:
             return b""
         self._buffer += data
         if not self.started:
-            index = self._buffer.find(self._start)
-            if index < 0:
+            match = self._start_line.search(self._buffer)  # \r\n: a console whose stty failed
+            if match is None:
                 self._trim_preamble()
                 return b""
-            end = index + len(self._start)
-            if end < len(self._buffer) and self._buffer[end : end + 1] == b"\r":
-                end += 1  # a stock console whose stty failed still sends CRLF
-            del self._buffer[:end]
+            del self._buffer[: match.end()]
             self.started = True
         return self._take_output()
 

@@ -1,0 +1,131 @@
+"""The console exec protocol, sans-IO: the exec line, and the marker stripper fed every split."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kuasar.agent.cmdline import parse_cmdline
+from kuasar.console import MarkerStripper, build_exec_line, command_argv, new_token, shell_quote
+
+TOKEN = "123-456"
+START = b"__KSR_START__:123-456\n"
+
+
+def exit_line(rc: int, crlf: bool = False) -> bytes:
+    return f"__KSR_EXIT__:{TOKEN}:{rc}".encode() + (b"\r\n" if crlf else b"\n")
+
+
+def run_split(stream: bytes, cuts: list[int]) -> tuple[bytes, int | None]:
+    stripper = MarkerStripper(TOKEN)
+    out = bytearray()
+    previous = 0
+    for cut in [*cuts, len(stream)]:
+        out += stripper.feed(stream[previous:cut])
+        previous = cut
+    out += stripper.finish()
+    return bytes(out), stripper.exit_status
+
+
+STREAMS = [
+    (b"noise\x1b[?2004h" + START + b"hello\n" + exit_line(0), b"hello\n", 0),
+    (START + b"no newline" + exit_line(3), b"no newline", 3),
+    (START + b"\x00\xff\r\n__KSR_EXIT__:other:1\n" + exit_line(255, crlf=True) + b"after", None, 255),
+    (START + b"__KSR_EXIT__:123-456:x\n__KSR_EXIT_" + exit_line(42), None, 42),
+    (START + exit_line(0), b"", 0),
+    (b"\r\n" + START.rstrip(b"\n") + b"\r\n" + b"x" + exit_line(7), b"x", 7),
+]
+
+
+@pytest.mark.parametrize(("stream", "expected", "status"), STREAMS)
+def test_every_single_and_double_split(stream: bytes, expected: bytes | None, status: int) -> None:
+    if expected is None:
+        start = stream.index(START) + len(START)
+        expected = stream[start : stream.rindex(exit_line(status, crlf=b"\r\n" in stream[-12:]))]
+    for first in range(len(stream) + 1):
+        assert run_split(stream, [first]) == (expected, status), first
+    for first in range(0, len(stream) + 1, 3):
+        for second in range(first, len(stream) + 1, 2):
+            assert run_split(stream, [first, second]) == (expected, status), (first, second)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.binary(max_size=300),
+    st.lists(st.integers(min_value=0, max_value=400), max_size=8),
+    st.integers(0, 255),
+)
+def test_random_output_and_chunking(payload: bytes, cuts: list[int], rc: int) -> None:
+    stream = b"prompt$ " + START + payload + exit_line(rc) + b"trailing"
+    assert run_split(stream, sorted(min(c, len(stream)) for c in cuts)) == (payload, rc)
+
+
+def test_missing_start_marker_shows_what_came() -> None:
+    stripper = MarkerStripper(TOKEN)
+    assert stripper.feed(b"sh: 1: exec: nope: not found\n") == b""
+    assert stripper.finish() == b"sh: 1: exec: nope: not found\n"
+    assert stripper.exit_status is None
+
+
+def test_no_exit_marker_flushes_held_bytes_at_eof() -> None:
+    stripper = MarkerStripper(TOKEN)
+    assert stripper.feed(START + b"partial __KSR_EXIT__:123") == b"partial "
+    assert stripper.finish() == b"__KSR_EXIT__:123"
+    assert stripper.exit_status is None
+
+
+def test_bytes_after_the_marker_are_dropped() -> None:
+    stripper = MarkerStripper(TOKEN)
+    assert stripper.feed(START + b"a" + exit_line(1) + b"junk") == b"a"
+    assert stripper.feed(b"more") == b""
+    assert stripper.exit_status == 1
+
+
+def test_shell_quote_round_trips_through_sh() -> None:
+    for value in ["plain", "it's", "a b", "$HOME", "'", "", "\\n", '"q"']:
+        out = subprocess.run(["sh", "-c", f"printf %s {shell_quote(value)}"], capture_output=True, check=True)
+        assert out.stdout.decode() == value
+
+
+def test_exec_line_runs_argv_and_prints_markers() -> None:
+    token = new_token()
+    line = build_exec_line(["printf", "%s|", "a b", "it's"], token, stdin=False)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    out = subprocess.run(["sh", "-c", line.decode()], capture_output=True, check=False)
+    stripper = MarkerStripper(token)
+    assert stripper.feed(out.stdout) == b"a b|it's|"
+    assert stripper.exit_status == 0 == out.returncode
+
+
+def test_exec_line_keeps_exit_status_and_stdin_choice() -> None:
+    token = new_token()
+    line = build_exec_line(["sh", "-c", "read x; echo got:$x; exit 9"], token, stdin=True)
+    out = subprocess.run(["sh", "-c", line.decode()], input=b"v\n", capture_output=True, check=False)
+    stripper = MarkerStripper(token)
+    assert stripper.feed(out.stdout) == b"got:v\n"
+    assert stripper.exit_status == 9 == out.returncode
+    no_stdin = build_exec_line(["cat"], token, stdin=False)
+    out = subprocess.run(["sh", "-c", no_stdin.decode()], input=b"ignored", capture_output=True, check=False)
+    assert MarkerStripper(token).feed(out.stdout) == b""
+
+
+def test_one_string_with_shell_syntax_is_a_command_line() -> None:
+    assert command_argv(["ls -la && ps"]) == ["sh", "-c", "ls -la && ps"]
+    assert command_argv(["ls"]) == ["ls"]
+    assert command_argv(["echo", "a b"]) == ["echo", "a b"]
+
+
+def test_token_with_quote_is_refused() -> None:
+    with pytest.raises(ValueError, match="single quote"):
+        build_exec_line(["true"], "bad'token", stdin=False)
+
+
+def test_kernel_cmdline() -> None:
+    parsed = parse_cmdline("console=ttyS0 task.debug task.debug_shell=/bin/sh task.log_level=debug quiet")
+    assert (parsed.debug, parsed.debug_shell, parsed.log_level) == (True, "/bin/sh", "debug")
+    defaults = parse_cmdline("task.debug=1 task.enable_tracing=true")
+    assert (defaults.debug, defaults.enable_tracing, defaults.debug_shell) == (False, False, "/bin/bash")
+    assert parse_cmdline("task.enable_tracing task.sharefs_type=virtiofs").sharefs_type == "virtiofs"
