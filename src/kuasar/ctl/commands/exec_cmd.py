@@ -1,28 +1,49 @@
 """``kuasarctl exec``: an interactive shell or one command inside a sandbox, with its exit code.
 
-Layer contract: ``kuasar.ctl`` only. Parses flags, resolves the sandbox, dials the debug console
-through ``kuasar.transport`` and runs a ``kuasar.console_session``. Imports them lazily inside
-``run`` so ``kuasarctl --help`` stays cheap; nothing on this path imports protobuf.
+Layer contract: ``kuasar.ctl`` only. Parses flags, resolves the sandbox, then talks to the guest
+through the agent API (``kuasar.guest``: exact bytes, separate stderr, resize, signals) when the
+sandbox answers a quick ``grpc.Health/Check`` probe, else through the debug console
+(``kuasar.transport`` + ``kuasar.console_session``), as the original tool did. Everything heavy is
+imported inside ``run``; with ``--console`` nothing imports protobuf.
 
 Modes (as the original kuasarctl and docker exec)::
 
     exec -it ID            interactive shell (raw terminal, Ctrl-] detaches)
-    exec -it ID CMD...     interactive command, its exit code
+    exec -it ID CMD...     interactive command on a PTY, its exit code
     exec [-t] ID CMD...    one command for scripts: its output and exit code, stdin not passed
     exec -i ID CMD...      the same with stdin piped through
+    exec --tty ID CMD...   one command on a PTY without stdin (agent API)
     exec ID "a && b"       one argument with spaces is a shell command line
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kuasar.config import CONSOLE_PORT
+from kuasar.config import AGENT_PORT, CONSOLE_PORT
 from kuasar.ctl.commands._common import add_socket_dir, positive_seconds, resolve
 from kuasar.ctl.terminal import DEFAULT_ESCAPE
 from kuasar.errors import DeadlineExceeded, UsageError
+
+if TYPE_CHECKING:
+    from asyncio import Event
+    from collections.abc import Awaitable, Callable
+
+    from kuasar.address import Address
+    from kuasar.guest import Guest
+    from kuasar.remote_process import RemoteProcess
+
+    Writer = Callable[[bytes], Awaitable[None]]
+
+#: The one-try agent API probe's budget (dial + grpc.Health/Check).
+PROBE_TIMEOUT = 0.4
+#: After Ctrl-C has been forwarded as SIGINT, how long the remote process may take to finish.
+INTERRUPT_GRACE = 2.0
+#: The shell of ``exec -it ID`` over the agent API: bash when the guest has it.
+DEFAULT_SHELL = ["/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash; exec sh"]
 
 
 def register(commands: Any) -> None:
@@ -32,7 +53,24 @@ def register(commands: Any) -> None:
         description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
     )
     parser.add_argument("-i", "--interactive", action="store_true", help="pass stdin to the command")
-    parser.add_argument("-t", "--tty", action="store_true", help="with -i: interactive terminal session")
+    parser.add_argument(
+        "-t",
+        dest="tty",
+        action="store_true",
+        help="with -i: interactive terminal session; alone: for scripts",
+    )
+    parser.add_argument(
+        "--tty", dest="force_tty", action="store_true", help="run on a PTY even without -i (agent API)"
+    )
+    path = parser.add_mutually_exclusive_group()
+    path.add_argument("--console", action="store_true", help="use the debug console, not the agent API")
+    path.add_argument("--agent", action="store_true", help="use the agent API; fail if there is none")
+    parser.add_argument(
+        "-e", "--env", action="append", default=[], metavar="KEY=VAL", help="set an environment variable"
+    )
+    parser.add_argument("-w", "--workdir", default="", metavar="DIR", help="working directory in the guest")
+    parser.add_argument("-u", "--user", default="", metavar="USER", help="name, uid or uid:gid to run as")
+    parser.add_argument("--container", default="", metavar="ID", help="exec inside this container")
     parser.add_argument(
         "-p", "--port", type=int, default=None, help=f"debug console vsock port (default {CONSOLE_PORT})"
     )
@@ -58,11 +96,37 @@ def register(commands: Any) -> None:
     parser.set_defaults(func=run)
 
 
+def _addresses(args: argparse.Namespace) -> tuple[Address, Address | None]:
+    """(console address, agent API address or None when this target has no API port)."""
+    from kuasar.address import HvsockAddress, UnixAddress, parse_address, with_port
+
+    if "://" not in args.sandbox:
+        socket_path = resolve(args, args.sandbox).socket
+        return HvsockAddress(socket_path, args.port or CONSOLE_PORT), HvsockAddress(socket_path, AGENT_PORT)
+    address = parse_address(args.sandbox)
+    console = address
+    if args.port is not None or not isinstance(address, HvsockAddress):
+        console = with_port(address, args.port or CONSOLE_PORT)
+    if isinstance(address, UnixAddress) and address.abstract:
+        return console, None
+    return console, with_port(address, AGENT_PORT)
+
+
+def _parse_env(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not key or "\0" in item:
+            raise UsageError(f"invalid environment variable {item!r}", hints=["Use -e KEY=VALUE."])
+        if sep:
+            env[key] = value
+        elif key in os.environ:  # docker's -e KEY: take the local value
+            env[key] = os.environ[key]
+    return env
+
+
 async def run(args: argparse.Namespace) -> int:
-    from kuasar import console_session, transport
-    from kuasar.address import HvsockAddress, parse_address, with_port
-    from kuasar.config import DEFAULT_LIMITS
-    from kuasar.ctl import stdio, terminal
+    from kuasar.ctl import terminal
 
     command: list[str] = list(args.command)
     if command and command[0] == "--":
@@ -77,54 +141,245 @@ async def run(args: argparse.Namespace) -> int:
         terminal.require_tty(sys.stdin.fileno())
     if args.port is not None and not 0 < args.port <= 0xFFFFFFFF:
         raise UsageError(f"invalid port {args.port}")
-
-    if "://" in args.sandbox:
-        address = parse_address(args.sandbox)
-        if args.port is not None or not isinstance(address, HvsockAddress):
-            address = with_port(address, args.port or CONSOLE_PORT)
-    else:
-        address = HvsockAddress(resolve(args, args.sandbox).socket, args.port or CONSOLE_PORT)
-
-    out = stdio.FdWriter(sys.stdout.fileno())
-    source = stdio.read_chunks(sys.stdin.fileno()) if args.interactive else None
+    env = _parse_env(args.env)
+    api_only = [
+        flag
+        for flag, value in (
+            ("-e", env),
+            ("-w", args.workdir),
+            ("-u", args.user),
+            ("--container", args.container),
+            ("--tty", args.force_tty),
+        )
+        if value
+    ]
+    console_address, agent_address = _addresses(args)
+    # -p names a debug console port: it means the console unless --agent says otherwise.
+    use_api = args.agent or (not args.console and args.port is None and agent_address is not None)
     try:
         async with _deadline(args.timeout):
-            reader, writer = await transport.dial(
-                address, limits=DEFAULT_LIMITS, connect_timeout=args.connect_timeout
-            )
-            try:
-                if interactive_tty:
-                    with terminal.raw_terminal(sys.stdin.fileno()):
-                        if command:
-                            result = await console_session.run_command(
-                                reader,
-                                writer,
-                                console_session.tty_argv(command),
-                                out.write,
-                                source=source,
-                                escape=escape,
-                            )
-                        else:
-                            result = await console_session.relay(
-                                reader, writer, out.write, source=source, escape=escape, send_eof=False
-                            )
-                else:
-                    result = await console_session.run_command(
-                        reader, writer, command or ["sh"], out.write, source=source
-                    )
-            finally:
-                writer.close()
-                with _suppress_close_errors():
-                    await writer.wait_closed()
+            guest = await _probe(agent_address) if use_api and agent_address is not None else None
+            if guest is None and (args.agent or api_only):
+                raise _no_api_error(agent_address, args.agent, api_only)
+            if guest is not None:
+                from kuasar.guest import is_unimplemented
+
+                try:
+                    async with guest:
+                        return await _run_api(guest, args, command, env, escape)
+                except Exception as exc:
+                    if not is_unimplemented(exc) or args.agent or api_only:
+                        raise
+                    # A ttrpc agent without our Agent service (e.g. Kata's): use the console.
+            return await _run_console(args, console_address, command, escape)
     except TimeoutError as exc:
         if isinstance(exc, DeadlineExceeded):
             raise
         raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
+
+
+def _no_api_error(address: Address | None, forced: bool, flags: list[str]) -> Exception:
+    from kuasar.errors import ConnectError
+
+    why = "--agent was given" if forced else f"{', '.join(flags)} need(s) the agent API"
+    return ConnectError(
+        f"the sandbox does not serve the agent API at {address} ({why})",
+        hints=[
+            "A console-only guest (e.g. a stock Kuasar vmm-task) has no agent API on vsock port 1024.",
+            "Drop --agent/-e/-w/-u/--container/--tty to exec over the debug console.",
+        ],
+    )
+
+
+async def _probe(address: Address) -> Guest | None:
+    from kuasar.guest import Guest
+
+    return await Guest.probe(address, probe_timeout=PROBE_TIMEOUT)
+
+
+async def _run_console(
+    args: argparse.Namespace, address: Address, command: list[str], escape: int | None
+) -> int:
+    from kuasar import console_session, transport
+    from kuasar.config import DEFAULT_LIMITS
+    from kuasar.ctl import stdio, terminal
+
+    interactive_tty = args.interactive and args.tty
+    out = stdio.FdWriter(sys.stdout.fileno())
+    source = stdio.read_chunks(sys.stdin.fileno()) if args.interactive else None
+    reader, writer = await transport.dial(
+        address, limits=DEFAULT_LIMITS, connect_timeout=args.connect_timeout
+    )
+    try:
+        if interactive_tty:
+            with terminal.raw_terminal(sys.stdin.fileno()):
+                if command:
+                    result = await console_session.run_command(
+                        reader,
+                        writer,
+                        console_session.tty_argv(command),
+                        out.write,
+                        source=source,
+                        escape=escape,
+                    )
+                else:
+                    result = await console_session.relay(
+                        reader, writer, out.write, source=source, escape=escape, send_eof=False
+                    )
+        else:
+            result = await console_session.run_command(
+                reader, writer, command or ["sh"], out.write, source=source
+            )
+    finally:
+        writer.close()
+        with _suppress_close_errors():
+            await writer.wait_closed()
     if result.detached:
         sys.stderr.write("\r\n[detached]\r\n")
     from kuasar.ctl.main import exit_code_for
 
     return exit_code_for(exit_status=result.exit_status)
+
+
+async def _run_api(
+    guest: Guest, args: argparse.Namespace, command: list[str], env: dict[str, str], escape: int | None
+) -> int:
+    import asyncio
+    import contextlib
+    import signal
+
+    from kuasar.console import command_argv
+    from kuasar.ctl import stdio, terminal
+    from kuasar.ctl.main import exit_code_for
+    from kuasar.errors import Interrupted
+
+    stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    pty = (args.interactive and args.tty) or args.force_tty
+    raw = pty and args.interactive and os.isatty(stdin_fd)
+    size_fd = stdin_fd if raw else stdout_fd
+    if pty:
+        env.setdefault("TERM", os.environ.get("TERM") or "xterm")
+    argv = command_argv(command) if command else DEFAULT_SHELL
+    out, err = stdio.FdWriter(stdout_fd), stdio.FdWriter(sys.stderr.fileno())
+    loop = asyncio.get_running_loop()
+    detached, interrupted = asyncio.Event(), asyncio.Event()
+    background: set[asyncio.Future[None]] = set()
+    process = guest.exec(
+        argv,
+        tty=pty,
+        size=terminal.window_size(size_fd) if pty else None,
+        stdin=args.interactive,
+        env=env,
+        cwd=args.workdir,
+        user=args.user,
+        container_id=args.container,
+    )
+
+    async def forward() -> None:
+        async for received in stdio.read_chunks(stdin_fd):
+            chunk = received
+            if raw and escape is not None and escape in chunk:
+                chunk = chunk[: chunk.index(escape)]
+                detached.set()
+            if chunk:
+                await process.write(chunk)
+            if detached.is_set():
+                return
+        if not raw:
+            await process.close_stdin()
+
+    def spawn(coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    def on_sigint() -> None:
+        if interrupted.is_set():  # the second Ctrl-C: stop waiting
+            detached.set()
+            return
+        interrupted.set()
+        spawn(process.send_signal(signal.SIGINT))
+
+    def on_winch() -> None:
+        spawn(process.resize(*terminal.window_size(size_fd)))
+
+    handlers: list[int] = []
+    with contextlib.ExitStack() as stack:
+        if raw:
+            stack.enter_context(terminal.raw_terminal(stdin_fd))
+        async with process:
+            if not raw:
+                loop.add_signal_handler(signal.SIGINT, on_sigint)
+                handlers.append(signal.SIGINT)
+            if pty and os.isatty(size_fd):
+                loop.add_signal_handler(signal.SIGWINCH, on_winch)
+                handlers.append(signal.SIGWINCH)
+            try:
+                if args.interactive:
+                    spawn(forward())
+                await _pump(process, out.write, err.write, detached=detached, interrupted=interrupted)
+            finally:
+                for signum in handlers:
+                    loop.remove_signal_handler(signum)
+                for task in list(background):
+                    task.cancel()
+                if background:
+                    await asyncio.wait(background)
+            finished = process.exited
+    if detached.is_set() and not interrupted.is_set():
+        sys.stderr.write("\r\n[detached]\r\n")
+        return 0
+    if interrupted.is_set():
+        return exit_code_for(error=Interrupted("interrupted"))
+    if not finished:  # pragma: no cover - the pump only returns early on detach or interrupt
+        return exit_code_for(error=Interrupted("interrupted"))
+    result = process.result()
+    return exit_code_for(exit_status=result.exit_status, signal_number=result.signal)
+
+
+async def _pump(
+    process: RemoteProcess, write_out: Writer, write_err: Writer, *, detached: Event, interrupted: Event
+) -> None:
+    """Copy output until the process exits, the user detaches, or a Ctrl-C's grace runs out."""
+    import asyncio
+
+    from kuasar.remote_process import STDERR
+
+    stop: asyncio.Future[Any] = asyncio.ensure_future(detached.wait())
+    interrupt: asyncio.Future[Any] | None = asyncio.ensure_future(interrupted.wait())
+    read: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if read is None:
+                read = asyncio.ensure_future(process.read())
+            waiting = {read, stop} if interrupt is None else {read, stop, interrupt}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if interrupt is not None and interrupt in done:  # keep copying, for a while
+                interrupt = None
+                stop.cancel()
+                stop = asyncio.ensure_future(_either(detached, INTERRUPT_GRACE))
+                continue
+            if stop in done:
+                return
+            chunk = read.result()
+            read = None
+            if chunk is None:
+                return
+            await (write_err if chunk[0] == STDERR else write_out)(chunk[1])
+    finally:
+        pending = [task for task in (read, stop, interrupt) if task is not None]
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
+
+
+async def _either(event: Event, seconds: float) -> None:
+    import asyncio
+    import contextlib
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _deadline(seconds: float | None) -> Any:
