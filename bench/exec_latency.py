@@ -31,11 +31,12 @@ def median_ms(command: list[str], runs: int) -> float:
 
 
 def protobuf_on_exec_path(root: str, sandbox_id: str) -> bool:
+    argv = ["kuasarctl", "exec", "-d", root, sandbox_id, "true"]
     probe = (
-        "import sys, runpy; sys.argv=['kuasarctl','exec','-d',%r,%r,'true'];"
-        "\ntry:\n runpy.run_module('kuasar.ctl', run_name='__main__')\nexcept SystemExit: pass\n"
+        f"import sys, runpy; sys.argv={argv!r}\n"
+        "try:\n    runpy.run_module('kuasar.ctl', run_name='__main__')\nexcept SystemExit:\n    pass\n"
         "print('google.protobuf' in sys.modules, file=sys.stderr)"
-    ) % (root, sandbox_id)
+    )
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=False)
     return result.stderr.strip().endswith("True")
 
@@ -46,7 +47,9 @@ def main() -> int:
     args = parser.parse_args()
     root = tempfile.mkdtemp(prefix="ksrbench", dir="/tmp")
     sandbox_id = "bench-exec"
-    subprocess.run([*CTL, "sandbox", "run", "-d", root, "--name", sandbox_id], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [*CTL, "sandbox", "run", "-d", root, "--name", sandbox_id], check=True, stdout=subprocess.DEVNULL
+    )
     try:
         median_ms([*CTL, "exec", "-d", root, sandbox_id, "true"], 2)  # warm caches
         baseline = median_ms([sys.executable, "-c", "pass"], args.runs)
@@ -54,7 +57,9 @@ def main() -> int:
         exec_ms = median_ms([*CTL, "exec", "-t", "-d", root, sandbox_id, "true"], args.runs)
         protobuf = protobuf_on_exec_path(root, sandbox_id)
     finally:
-        subprocess.run([*CTL, "sandbox", "stop", "-d", root, sandbox_id], check=False, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [*CTL, "sandbox", "stop", "-d", root, sandbox_id], check=False, stdout=subprocess.DEVNULL
+        )
         shutil.rmtree(root, ignore_errors=True)
     goal = 2 * baseline + 10
     print(f"{'what':<28}{'median ms':>10}{'x baseline':>12}")

@@ -34,9 +34,9 @@ class LocalSandbox:
     root: str
     id: str
 
-    def exec(self, *command: str, flags: Sequence[str] = (), input: bytes | None = None, timeout: float = 60) -> (
-        subprocess.CompletedProcess[bytes]
-    ):
+    def exec(
+        self, *command: str, flags: Sequence[str] = (), input: bytes | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[bytes]:
         return kuasarctl("exec", *flags, "-d", self.root, self.id, *command, input=input, timeout=timeout)
 
 

@@ -67,7 +67,9 @@ def test_double_dash_separator(sandbox: LocalSandbox) -> None:
 
 def test_timeout_gives_124(sandbox: LocalSandbox) -> None:
     started = time.monotonic()
-    result = kuasarctl("exec", "-t", "-p", "1025", "-d", sandbox.root, "--timeout", "1", sandbox.id, "sleep", "10")
+    result = kuasarctl(
+        "exec", "-t", "-p", "1025", "-d", sandbox.root, "--timeout", "1", sandbox.id, "sleep", "10"
+    )
     assert result.returncode == 124
     assert b"timed out" in result.stderr
     assert time.monotonic() - started < 8
@@ -76,11 +78,16 @@ def test_timeout_gives_124(sandbox: LocalSandbox) -> None:
 def test_unknown_sandbox_gives_125_with_listing(sandbox: LocalSandbox) -> None:
     result = kuasarctl("exec", "-d", sandbox.root, "nope", "true")
     assert result.returncode == 125
-    assert result.stderr.decode().splitlines() == ['Error: No pod found with prefix "nope". Available pods:', "  pod-abc-123"]
+    assert result.stderr.decode().splitlines() == [
+        'Error: No pod found with prefix "nope". Available pods:',
+        "  pod-abc-123",
+    ]
 
 
 def test_unserved_port_gives_125_naming_socket_and_port(sandbox: LocalSandbox) -> None:
-    result = kuasarctl("exec", "-p", "4242", "--connect-timeout", "0.5", "-d", sandbox.root, sandbox.id, "true")
+    result = kuasarctl(
+        "exec", "-p", "4242", "--connect-timeout", "0.5", "-d", sandbox.root, sandbox.id, "true"
+    )
     assert result.returncode == 125
     first = result.stderr.decode().splitlines()[0]
     assert "task.socket" in first and "4242" in first
@@ -126,7 +133,16 @@ def test_concurrent_execs(sandbox: LocalSandbox) -> None:
 def test_killed_client_leaves_no_remote_processes(sandbox: LocalSandbox) -> None:
     marker = "987654.25"
     client = subprocess.Popen(
-        [*KUASARCTL, "exec", "-d", sandbox.root, sandbox.id, "sh", "-c", f"sleep {marker} & sleep {marker}; echo"],
+        [
+            *KUASARCTL,
+            "exec",
+            "-d",
+            sandbox.root,
+            sandbox.id,
+            "sh",
+            "-c",
+            f"sleep {marker} & sleep {marker}; echo",
+        ],
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -28,7 +28,9 @@ def tmux() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
     socket = os.path.join(socket_dir, "tmux.sock")
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(["tmux", "-S", socket, *args], capture_output=True, text=True, check=False, timeout=10)
+        return subprocess.run(
+            ["tmux", "-S", socket, *args], capture_output=True, text=True, check=False, timeout=10
+        )
 
     yield run
     run("kill-server")
@@ -51,7 +53,9 @@ def test_interactive_shell_and_terminal_restored(
     before, after, done = (os.path.join(work, name) for name in ("before", "after", "done"))
     kuasarctl = f"{sys.executable} -m kuasar.ctl exec -it -d {sandbox.root} pod-tty"
     script = f"stty -g > {before}; {kuasarctl}; echo rc=$? > {done}; stty -g > {after}"
-    assert tmux("new-session", "-d", "-x", "120", "-y", "40", "sh", "-c", script + "; sleep 30").returncode == 0
+    assert (
+        tmux("new-session", "-d", "-x", "120", "-y", "40", "sh", "-c", script + "; sleep 30").returncode == 0
+    )
 
     def screen() -> str:
         return tmux("capture-pane", "-p").stdout

@@ -45,7 +45,10 @@ def test_sandbox_gets_its_own_namespaces_as_root() -> None:
         assert hostname.stdout == b"pod-ns-1\n"
         init = sandbox.exec("cat", "/proc/1/cmdline")
         assert b"kuasar.agent.main" in init.stdout
-        assert os.readlink("/proc/self/ns/pid") != sandbox.exec("readlink", "/proc/self/ns/pid").stdout.decode().strip()
+        assert (
+            os.readlink("/proc/self/ns/pid")
+            != sandbox.exec("readlink", "/proc/self/ns/pid").stdout.decode().strip()
+        )
 
 
 def test_generated_id_is_printed_and_usable() -> None:

@@ -44,7 +44,9 @@ def test_exit_code_for(kwargs: dict[str, object], code: int) -> None:
     assert exit_code_for(**kwargs) == code  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("5", 5.0), ("0.5", 0.5), ("2s", 2.0), ("1m", 60.0), ("250ms", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5", 5.0), ("0.5", 0.5), ("2s", 2.0), ("1m", 60.0), ("250ms", 0.25)]
+)
 def test_positive_seconds(text: str, seconds: float) -> None:
     assert positive_seconds(text) == seconds
 
@@ -56,7 +58,14 @@ def test_positive_seconds_rejects(text: str) -> None:
 
 
 def test_format_age() -> None:
-    assert [format_age(s) for s in (0, 59, 60, 3599, 3600, 86400 * 3)] == ["0s", "59s", "1m", "59m", "1h", "3d"]
+    assert [format_age(s) for s in (0, 59, 60, 3599, 3600, 86400 * 3)] == [
+        "0s",
+        "59s",
+        "1m",
+        "59m",
+        "1h",
+        "3d",
+    ]
 
 
 def test_parse_escape() -> None:
@@ -72,8 +81,16 @@ def test_parse_escape() -> None:
 
 def test_exec_arguments_keep_command_flags() -> None:
     parser = build_parser()
-    args = parser.parse_args(["exec", "-t", "-p", "1026", "-d", "/d", "--timeout", "5", "pod", "ls", "-la", "/"])
-    assert (args.tty, args.interactive, args.port, args.socket_dir, args.timeout) == (True, False, 1026, "/d", 5.0)
+    args = parser.parse_args(
+        ["exec", "-t", "-p", "1026", "-d", "/d", "--timeout", "5", "pod", "ls", "-la", "/"]
+    )
+    assert (args.tty, args.interactive, args.port, args.socket_dir, args.timeout) == (
+        True,
+        False,
+        1026,
+        "/d",
+        5.0,
+    )
     assert (args.sandbox, args.command) == ("pod", ["ls", "-la", "/"])
     combined = parser.parse_args(["exec", "-it", "pod"])
     assert (combined.interactive, combined.tty, combined.command) == (True, True, [])
