@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -521,3 +522,87 @@ async def test_unknown_method_is_unimplemented(served: tuple[ttrpc.Client, Sandb
     with pytest.raises(RPCError) as info:
         await call(client, "Shutdown", Empty(), Empty)
     assert info.value.code == ttrpc.Code.UNIMPLEMENTED
+
+
+# --- applied for real, inside fresh network/UTS/mount namespaces (a stand-in for a VM guest) -------
+
+_GUEST = r"""
+import asyncio, subprocess, sys
+subprocess.run(["mount", "-t", "sysfs", "sysfs", "/sys"], check=True)
+mac = "02:42:0a:f4:01:07"
+subprocess.run(["ip", "link", "add", "v0", "address", mac, "type", "veth", "peer", "name", "v1"], check=True)
+subprocess.run(["ip", "link", "set", "v1", "up"], check=True)
+from kuasar import ttrpc
+from kuasar.agent.services.sandbox import SandboxServiceConfig, SandboxServiceState, sandbox_handlers
+
+async def main():
+    state = SandboxServiceState(SandboxServiceConfig.vm_guest(resolv_conf=sys.argv[2], set_clock=False))
+    server = ttrpc.Server(sandbox_handlers(state))
+    listener = await asyncio.start_unix_server(server.handle_connection, sys.argv[1])
+    print("ready", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    listener.close()
+    server.close()
+    await server.wait_closed()
+    await listener.wait_closed()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.asyncio
+async def test_setup_sandbox_applied_in_namespaces(tmp_path: Path) -> None:
+    """With everything permitted (as PID 1 of a VM), hostname, DNS, sysctls, the interface and the
+    routes really change — here inside new net/UTS/mount namespaces, so the host is untouched."""
+    path, resolv = str(tmp_path / "guest.sock"), tmp_path / "resolv.conf"
+    argv = ["unshare", "--net", "--uts", "--mount", "--propagation", "private"]
+    probe = await asyncio.create_subprocess_exec(*argv, "true", stderr=asyncio.subprocess.DEVNULL)
+    if await probe.wait() != 0:
+        pytest.skip("cannot create namespaces here (unshare --net --uts --mount failed)")
+    guest = await asyncio.create_subprocess_exec(
+        *argv,
+        sys.executable,
+        "-c",
+        _GUEST,
+        path,
+        str(resolv),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+    )
+    assert guest.stdin is not None and guest.stdout is not None
+    try:
+        async with asyncio.timeout(20):
+            assert await guest.stdout.readline() == b"ready\n"
+        reader, writer = await asyncio.open_unix_connection(path)
+        async with ttrpc.Client(reader, writer) as client:
+            await check_loop(client)
+            await call(client, "SetupSandbox", setup_request(), Empty)
+            exec_req = sandbox_pb2.ExecVMProcessRequest(
+                command="hostname; cat /proc/sys/net/ipv4/ip_unprivileged_port_start;"
+                " ip -o -4 addr show dev eth0; ip link show dev eth0; ip -4 route show table main"
+            )
+            reply = await call(client, "ExecVMProcess", exec_req, sandbox_pb2.ExecVMProcessResponse)
+            # a MAC no link has is NOT_FOUND when applying (Kuasar: "Link not found")
+            missing = sandbox_pb2.UpdateInterfacesRequest(
+                interfaces=[sandbox_pb2.Interface(name="eth1", hwAddr="02:00:00:00:00:99")]
+            )
+            with pytest.raises(RPCError) as info:
+                await call(client, "UpdateInterfaces", missing, Empty)
+            assert info.value.code == ttrpc.Code.NOT_FOUND
+    finally:
+        guest.stdin.close()
+        try:
+            async with asyncio.timeout(10):
+                await guest.wait()
+        except TimeoutError:
+            guest.kill()
+            await guest.wait()
+    assert isinstance(reply, sandbox_pb2.ExecVMProcessResponse)
+    lines = reply.out.splitlines()
+    assert lines[0] == "nginx-7d9" and lines[1] == "0"
+    assert "inet 10.244.1.7/24" in reply.out
+    assert "mtu 1450" in reply.out and "link/ether 02:42:0a:f4:01:07" in reply.out
+    assert "default via 10.244.1.1 dev eth0" in reply.out
+    assert "10.244.1.0/24 dev eth0 scope link src 10.244.1.7" in reply.out
+    assert resolv.read_text() == EXPECTED_RESOLV
+    assert guest.returncode == 0
