@@ -96,7 +96,7 @@ async def _serve(args: argparse.Namespace) -> int:
             except OSError as exc:
                 log.warning("cannot set hostname %r: %s", args.hostname, exc)
         if args.agent_api:
-            services = AgentServices(args.state_dir)
+            services = AgentServices(args.state_dir, vm_guest=os.getpid() == 1 and not args.isolate)
             server = ttrpc.Server(services.handlers, limits=DEFAULT_LIMITS)
             servers.append(server)
             listeners.append(
