@@ -18,7 +18,7 @@ from typing import Any
 
 from kuasar import __version__
 from kuasar.ctl import output
-from kuasar.ctl.commands import containers, cp, exec_cmd, logs, ps, sandbox
+from kuasar.ctl.commands import containers, cp, exec_cmd, info, logs, ps, sandbox
 from kuasar.errors import Interrupted, KuasarError
 
 #: exit code for a remote process killed by signal N is 128 + N (shells and docker agree).
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="trace connections (-vv: debug log)"
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (exec_cmd, ps, logs, cp, containers, sandbox):
+    for module in (exec_cmd, ps, info, logs, cp, containers, sandbox):
         module.register(commands)
     return parser
 
