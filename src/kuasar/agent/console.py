@@ -63,7 +63,7 @@ async def sniff_header(reader: asyncio.StreamReader, limits: Limits) -> tuple[bo
 
 
 def shell_argv(shell: str, exec_mode: bool) -> list[str]:
-    """The shell's command line. In exec mode it reads one line and ``exec``\ s the wrapper, so
+    """The shell's command line. In exec mode it reads one line and then execs the wrapper, so
     bash skips its start-up files (bash-completion alone costs a few hundred milliseconds)."""
     if exec_mode and os.path.basename(shell) == "bash":
         return [shell, "--norc", "--noprofile"]
