@@ -7,7 +7,9 @@ terminal, which is shared with their shell) and by the agent's PTY pumps.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
+from collections.abc import AsyncIterator
 
 
 async def wait_fd(fd: int, *, writable: bool = False) -> bool:
@@ -40,3 +42,21 @@ async def write_all(fd: int, data: bytes) -> None:
             view = view[os.write(fd, view) :]
         except BlockingIOError:
             await wait_fd(fd, writable=True)
+
+
+async def read_chunks(fd: int, size: int = 64 * 1024) -> AsyncIterator[bytes]:
+    """Yield what ``fd`` delivers until EOF. EIO counts as EOF: it is what a PTY master reads once
+    every slave fd is closed, and what a hung-up terminal gives."""
+    while True:
+        await wait_fd(fd)
+        try:
+            data = os.read(fd, size)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.EIO:
+                return
+            raise
+        if not data:
+            return
+        yield data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,6 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 KUASARCTL = [sys.executable, "-m", "kuasar.ctl"]
+
+#: (remote command, kuasarctl exit code) — the same over the console and over the agent API.
+EXIT_CASES = [
+    (["true"], 0),
+    (["false"], 1),
+    (["sh", "-c", "exit 42"], 42),
+    (["no-such-command-ksr"], 127),
+    (["sh", "-c", "kill -KILL $$"], 137),
+    (["sh", "-c", "kill -TERM $$"], 143),
+    (["sh", "-c", "kill -USR1 $$"], 128 + signal.SIGUSR1),
+]
 
 
 def kuasarctl(

@@ -1,10 +1,11 @@
-"""``kuasarctl exec`` end to end: real CLI process -> hvsock server -> agent debug console -> shell."""
+"""``kuasarctl exec`` over the debug console, end to end: real CLI process -> hvsock server -> agent
+debug console -> shell. The sandbox is console-only (``--no-agent-api``, like a stock Kuasar vmm-task),
+so every exec here also proves the fallback from the agent API probe."""
 
 from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -12,27 +13,23 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from tests.functional.cli_helpers import KUASARCTL, LocalSandbox, kuasarctl, local_sandbox, pids_with_cmdline
+from tests.functional.cli_helpers import (
+    EXIT_CASES,
+    KUASARCTL,
+    LocalSandbox,
+    kuasarctl,
+    local_sandbox,
+    pids_with_cmdline,
+)
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[LocalSandbox]:
-    with local_sandbox("pod-abc-123") as running:
+    with local_sandbox("pod-abc-123", "--no-agent-api") as running:
         yield running
 
 
-@pytest.mark.parametrize(
-    ("command", "expected"),
-    [
-        (["true"], 0),
-        (["false"], 1),
-        (["sh", "-c", "exit 42"], 42),
-        (["no-such-command-ksr"], 127),
-        (["sh", "-c", "kill -KILL $$"], 137),
-        (["sh", "-c", "kill -TERM $$"], 143),
-        (["sh", "-c", "kill -USR1 $$"], 128 + signal.SIGUSR1),
-    ],
-)
+@pytest.mark.parametrize(("command", "expected"), EXIT_CASES)
 def test_exit_codes(sandbox: LocalSandbox, command: list[str], expected: int) -> None:
     result = sandbox.exec(*command, flags=["-t"])
     assert result.returncode == expected, result.stderr

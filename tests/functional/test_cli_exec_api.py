@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from tests.functional.cli_helpers import KUASARCTL, LocalSandbox, local_sandbox, short_tmpdir
+from tests.functional.cli_helpers import EXIT_CASES, KUASARCTL, LocalSandbox, local_sandbox, short_tmpdir
 
 _HELPER = """
 import asyncio, os, sys
@@ -109,18 +109,7 @@ def test_stdout_and_stderr_stay_apart(sandbox: LocalSandbox) -> None:
     assert (scripted.stdout, scripted.stderr) == (b"out\n", b"err\n")
 
 
-@pytest.mark.parametrize(
-    ("command", "expected"),
-    [
-        (["true"], 0),
-        (["false"], 1),
-        (["sh", "-c", "exit 42"], 42),
-        (["no-such-command-ksr"], 127),
-        (["sh", "-c", "kill -KILL $$"], 137),
-        (["sh", "-c", "kill -TERM $$"], 143),
-        (["sh", "-c", "kill -USR1 $$"], 128 + signal.SIGUSR1),
-    ],
-)
+@pytest.mark.parametrize(("command", "expected"), EXIT_CASES)
 def test_exit_codes(sandbox: LocalSandbox, command: list[str], expected: int) -> None:
     result = sandbox.exec(*command, flags=["-t"])
     assert result.returncode == expected, result.stderr

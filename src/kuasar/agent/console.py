@@ -8,20 +8,21 @@ connection handler (``transport.listen`` / ``asyncio.start_unix_server`` callbac
    — our improvement over vmm-task — no output processing, so bytes pass through unchanged;
    any other early bytes are replayed into the PTY;
 2. run the shell (``/bin/bash``, else ``/bin/sh``) in a new session on a PTY it controls;
-3. pump both ways; when either side ends, SIGKILL the shell's process group, reap it, close all fds.
+3. pump both ways; when either side ends or the shell exits, SIGKILL every process of the shell's
+   session (job-control groups included; only ``setsid`` daemons escape), reap the shell, close
+   all fds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import signal
 
-from kuasar._fdio import wait_fd, write_all
-from kuasar._log import get_logger
-from kuasar.agent.pty import PtyMode, open_pty, spawn_on_pty
+from kuasar._fdio import read_chunks, write_all
+from kuasar._log import ContextAdapter, get_logger
+from kuasar.agent.pty import PtyMode, kill_session, open_pty, spawn_on_pty
 from kuasar.config import DEFAULT_LIMITS, Limits
 
 EXEC_MODE_LINE = b"KSR_MODE exec"
@@ -84,18 +85,7 @@ def _shell_env(exec_mode: bool) -> dict[str, str]:
 
 
 async def _pty_to_client(master: int, writer: asyncio.StreamWriter) -> None:
-    while True:
-        await wait_fd(master)
-        try:
-            data = os.read(master, READ_CHUNK)
-        except BlockingIOError:
-            continue
-        except OSError as exc:
-            if exc.errno == errno.EIO:  # every slave fd closed: the shell is gone
-                return
-            raise
-        if not data:
-            return
+    async for data in read_chunks(master, READ_CHUNK):  # ends when the shell and its children are gone
         writer.write(data)
         await writer.drain()
 
@@ -112,7 +102,19 @@ async def serve_console(
     shell: str = "/bin/bash",
     limits: Limits = DEFAULT_LIMITS,
 ) -> None:
-    """Serve one debug-console connection until either side ends; never raises."""
+    """Serve one debug-console connection until either side ends.
+
+    The session ends when the client closes or resets, when the PTY reports EIO (no slave left
+    open), or when the shell exits (a background job still holding the PTY does not keep it open).
+    Then every process of the shell's session is SIGKILLed, the shell is reaped and all fds are
+    closed. Errors are logged, never raised; cancellation (agent shutdown) cleans up the same way.
+
+    Args:
+        reader: the connection's input.
+        writer: the connection's output; closed on return.
+        shell: the preferred shell (``task.debug_shell``); ``/bin/sh`` when it is not executable.
+        limits: ``console_sniff``, ``console_header`` and ``shutdown_grace`` are used.
+    """
     global _connections  # noqa: PLW0603 - a log context counter
     _connections += 1
     clog = log.child(console=_connections)
@@ -123,37 +125,59 @@ async def serve_console(
         mode = PtyMode(echo=not exec_mode, opost=not exec_mode, raw_input=exec_mode)
         master, slave = open_pty(mode)
         try:
-            process = await spawn_on_pty(
-                shell_argv(pick_shell(shell), exec_mode), slave, env=_shell_env(exec_mode), cwd="/"
-            )
+            process = await spawn_on_pty([pick_shell(shell)], slave, env=_shell_env(exec_mode), cwd="/")
         finally:
             os.close(slave)
         os.set_blocking(master, False)
         clog.info("shell %d started (%s mode)", process.pid, "exec" if exec_mode else "interactive")
         if replay:
             await write_all(master, replay)
-        pumps = [
-            asyncio.ensure_future(_pty_to_client(master, writer)),
-            asyncio.ensure_future(_client_to_pty(reader, master)),
-        ]
-        try:
-            await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for pump in pumps:
-                pump.cancel()
-            for pump in pumps:
-                with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
-                    await pump
+        await _pump(reader, writer, master, process, limits, clog)
     except (OSError, ConnectionError) as exc:
         clog.warning("console connection ended: %s", exc)
     finally:
         if process is not None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-            clog.info("shell %d reaped (status %s)", process.pid, process.returncode)
+            killed = kill_session(process.pid)
+            try:
+                async with asyncio.timeout(limits.shutdown_grace):
+                    await process.wait()
+                clog.info("shell %d reaped (status %s, %d killed)", process.pid, process.returncode, killed)
+            except TimeoutError:
+                clog.warning("shell %d did not exit after SIGKILL", process.pid)
         if master >= 0:
             os.close(master)
         writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await writer.wait_closed()
+
+
+async def _pump(
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    master: int,
+    process: asyncio.subprocess.Process,
+    limits: Limits,
+    clog: ContextAdapter,
+) -> None:
+    """Relay both ways until the client or the PTY ends, or the shell exits."""
+    output = asyncio.ensure_future(_pty_to_client(master, writer))
+    inputs = asyncio.ensure_future(_client_to_pty(reader, master))
+    shell_exit = asyncio.ensure_future(process.wait())
+    tasks = (output, inputs, shell_exit)
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        if output not in done and shell_exit in done:
+            # The shell is gone but something of its session may still hold the PTY: end it, then
+            # let the output pump deliver what the shell wrote until EIO (bounded).
+            clog.debug("shell %d exited (%s); ending its session", process.pid, process.returncode)
+            kill_session(process.pid)
+            await asyncio.wait((output,), timeout=limits.shutdown_grace)
+        for task in done:
+            if task is not shell_exit and not task.cancelled() and task.exception() is not None:
+                clog.warning("console relay failed: %s", task.exception())
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
+                await task

@@ -8,27 +8,10 @@ epoll refuses, are read and written directly.
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
+from kuasar import _fdio as fdio
 
-from kuasar._fdio import wait_fd, write_all
-
-CHUNK = 64 * 1024
-
-
-async def read_chunks(fd: int) -> AsyncIterator[bytes]:
-    """Yield what ``fd`` delivers until EOF."""
-    while True:
-        await wait_fd(fd)
-        try:
-            data = os.read(fd, CHUNK)
-        except BlockingIOError:
-            continue
-        except OSError:
-            return  # EIO from a hung-up terminal: same as EOF
-        if not data:
-            return
-        yield data
+#: Yield what a descriptor (stdin) delivers until EOF; a terminal that hung up is EOF too.
+read_chunks = fdio.read_chunks
 
 
 class FdWriter:
@@ -38,4 +21,4 @@ class FdWriter:
         self.fd = fd
 
     async def write(self, data: bytes) -> None:
-        await write_all(self.fd, data)
+        await fdio.write_all(self.fd, data)
