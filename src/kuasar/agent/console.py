@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import signal
 
 from kuasar._fdio import read_chunks, write_all
 from kuasar._log import ContextAdapter, get_logger
@@ -125,14 +124,16 @@ async def serve_console(
         mode = PtyMode(echo=not exec_mode, opost=not exec_mode, raw_input=exec_mode)
         master, slave = open_pty(mode)
         try:
-            process = await spawn_on_pty([pick_shell(shell)], slave, env=_shell_env(exec_mode), cwd="/")
+            process = await spawn_on_pty(
+                shell_argv(pick_shell(shell), exec_mode), slave, env=_shell_env(exec_mode), cwd="/"
+            )
         finally:
             os.close(slave)
         os.set_blocking(master, False)
         clog.info("shell %d started (%s mode)", process.pid, "exec" if exec_mode else "interactive")
         if replay:
             await write_all(master, replay)
-        await _pump(reader, writer, master, process, limits, clog)
+        await _pump(reader, writer, master, process, limits=limits, clog=clog)
     except (OSError, ConnectionError) as exc:
         clog.warning("console connection ended: %s", exc)
     finally:
@@ -156,6 +157,7 @@ async def _pump(
     writer: asyncio.StreamWriter,
     master: int,
     process: asyncio.subprocess.Process,
+    *,
     limits: Limits,
     clog: ContextAdapter,
 ) -> None:

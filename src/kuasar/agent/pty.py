@@ -3,14 +3,17 @@
 Layer contract: agent side, stdlib only (os, termios, fcntl, asyncio subprocess). The child gets a
 new session *and* the PTY as its controlling terminal (``start_new_session`` alone gives no
 controlling terminal: the slave is inherited, not opened after ``setsid``), so job control, ``^C``
-and ``/dev/tty`` work and killing the session's process group reaches everything it started.
+and ``/dev/tty`` work. ``kill_session`` ends everything the session started, including job-control
+process groups of an interactive shell; only processes that called ``setsid()`` themselves escape.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
+import signal
 import struct
 import termios
 from collections.abc import Mapping, Sequence
@@ -97,3 +100,45 @@ async def spawn_on_pty(
         start_new_session=True,
         preexec_fn=_take_controlling_terminal,
     )
+
+
+#: Passes of ``kill_session``: a process forking while we scan is caught by the next pass.
+_KILL_PASSES = 8
+
+
+def session_members(sid: int) -> set[int]:
+    """Live (non-zombie) processes whose session ID is ``sid``, from ``/proc``."""
+    found: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid pgrp session ...; comm may contain spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) >= 4 and fields[0] != b"Z" and int(fields[3]) == sid:
+            found.add(int(entry))
+    return found
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL the process group ``sid`` and every other process of session ``sid``.
+
+    Safe after the session leader is reaped: Linux does not reuse a PID while a session or process
+    group still carries it. Returns how many processes were signalled (by PID).
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, signal.SIGKILL)
+    killed: set[int] = set()
+    for _ in range(_KILL_PASSES):
+        fresh = session_members(sid) - killed
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= fresh
+    return len(killed)
