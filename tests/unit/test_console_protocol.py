@@ -8,7 +8,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kuasar.agent.cmdline import parse_cmdline
 from kuasar.console import MarkerStripper, build_exec_line, command_argv, new_token, shell_quote
 
 TOKEN = "123-456"
@@ -121,11 +120,3 @@ def test_one_string_with_shell_syntax_is_a_command_line() -> None:
 def test_token_with_quote_is_refused() -> None:
     with pytest.raises(ValueError, match="single quote"):
         build_exec_line(["true"], "bad'token", stdin=False)
-
-
-def test_kernel_cmdline() -> None:
-    parsed = parse_cmdline("console=ttyS0 task.debug task.debug_shell=/bin/sh task.log_level=debug quiet")
-    assert (parsed.debug, parsed.debug_shell, parsed.log_level) == (True, "/bin/sh", "debug")
-    defaults = parse_cmdline("task.debug=1 task.enable_tracing=true")
-    assert (defaults.debug, defaults.enable_tracing, defaults.debug_shell) == (False, False, "/bin/bash")
-    assert parse_cmdline("task.enable_tracing task.sharefs_type=virtiofs").sharefs_type == "virtiofs"
