@@ -7,9 +7,6 @@ import contextlib
 import functools
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +14,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from kuasar.agent.console import serve_console
+from kuasar.agent.reaper import zombie_children
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.console import EXEC_HEADER, MarkerStripper, build_exec_line, new_token
 from tests.functional.cli_helpers import pids_with_cmdline
@@ -155,64 +153,121 @@ async def test_sessions_leak_no_file_descriptors() -> None:
             assert await run_exec(path, ["true"]) == (b"", 0)
         await asyncio.sleep(0.5)
         assert len(os.listdir("/proc/self/fd")) <= before
+        assert zombie_children(os.getpid()) == set()
 
 
-def test_agent_process_serves_and_stops_on_sigterm() -> None:
-    directory = tempfile.mkdtemp(prefix="ksragent", dir="/tmp")
-    console = os.path.join(directory, "1025.sock")
-    read_fd, write_fd = os.pipe()
-    agent = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kuasar.agent.main",
-            "--console",
-            f"unix://{console}",
-            "--debug-console",
-            "--no-agent-api",
-            "--cmdline",
-            os.devnull,
-            "--ready-fd",
-            str(write_fd),
-        ],
-        pass_fds=(write_fd,),
-        stderr=subprocess.PIPE,
-    )
-    os.close(write_fd)
-    try:
-        with os.fdopen(read_fd, "rb") as ready:
-            assert ready.readline() == b"ready\n"
-        assert os.stat(console).st_mode & 0o777 == 0o600
-        out, status = asyncio.run(run_exec(console, ["echo", "from-agent"]))
-        assert (out, status) == (b"from-agent\n", 0)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=GUARD) == 0
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
-        assert agent.stderr is not None
-        agent.stderr.close()
-        shutil.rmtree(directory, ignore_errors=True)
+async def wait_gone(marker: str, bound: float = 1.0) -> list[int]:
+    """Poll until no process has ``marker`` in its command line, at most ``bound`` seconds."""
+    deadline = time.monotonic() + bound
+    while pids_with_cmdline(marker) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return pids_with_cmdline(marker)
 
 
-def test_agent_bad_address_is_one_line_error() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kuasar.agent.main",
-            "--console",
-            "bogus://x",
-            "--debug-console",
-            "--no-agent-api",
-            "--cmdline",
-            os.devnull,
-        ],
-        capture_output=True,
-        timeout=GUARD,
-        check=False,
-    )
-    assert result.returncode == 1
-    assert result.stderr.decode().startswith("kuasar-agent: invalid address 'bogus://x'")
-    assert b"Traceback" not in result.stderr
+async def wait_present(marker: str, count: int) -> None:
+    deadline = time.monotonic() + GUARD
+    while len(pids_with_cmdline(marker)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    assert len(pids_with_cmdline(marker)) >= count
+
+
+async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
+    out = bytearray()
+    async with asyncio.timeout(GUARD):
+        while chunk := await reader.read(65536):
+            out += chunk
+    return bytes(out)
+
+
+@pytest.mark.asyncio
+async def test_exec_mode_terminal_is_transparent_and_silent() -> None:
+    # No wrapper: a plain line in exec mode is not echoed, gets no prompt, and LF stays LF.
+    async with console_server("/bin/sh") as path:
+        reader, writer = await asyncio.open_unix_connection(path)
+        writer.write(EXEC_HEADER + b"printf 'a\\nb\\n'; exit 3\n")
+        assert await read_to_eof(reader) == b"a\nb\n"
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_exec_header_with_crlf_and_missing_shell_falls_back_to_sh() -> None:
+    async with console_server("/nonexistent/bash") as path:
+        reader, writer = await asyncio.open_unix_connection(path)
+        token = new_token()
+        writer.write(b"KSR_MODE exec\r\n" + build_exec_line(["sh", "-c", 'echo "$0"'], token, stdin=False))
+        stripper = MarkerStripper(token)
+        out = stripper.feed(await read_to_eof(reader)) + stripper.finish()
+        writer.close()
+        await writer.wait_closed()
+        assert (out, stripper.exit_status) == (b"sh\n", 0)
+
+
+@pytest.mark.asyncio
+async def test_shell_has_the_pty_as_controlling_terminal() -> None:
+    async with console_server() as path:
+        # /dev/tty only opens for a process with a controlling terminal (ENXIO otherwise).
+        out, status = await run_exec(path, ["sh", "-c", "echo via-tty >/dev/tty && ps -o tty= -p $$"])
+        assert status == 0
+        first, second = out.split(b"\n", 1)
+        assert first == b"via-tty"
+        assert second.strip().startswith(b"pts/")
+
+
+@pytest.mark.asyncio
+async def test_oversized_first_line_is_replayed_not_taken_as_header() -> None:
+    async with console_server() as path:
+        reader, writer = await asyncio.open_unix_connection(path)
+        filler = b": " + b"x" * (2 * DEFAULT_LIMITS.console_header) + b"\n"
+        writer.write(filler + b"echo big-$((2+2))\n")
+        await read_until(reader, b"big-4")
+        writer.close()
+        await writer.wait_closed()
+
+
+@pytest.mark.asyncio
+async def test_background_jobs_of_an_interactive_shell_die_with_the_session() -> None:
+    if not os.path.exists("/bin/bash"):
+        pytest.skip("/bin/bash missing")
+    marker = "876544.5"
+    async with console_server("/bin/bash") as path:
+        reader, writer = await asyncio.open_unix_connection(path)
+        await asyncio.sleep(0.3)  # interactive: job control puts each job in its own process group
+        writer.write(f"sleep {marker} &\n(sleep {marker} &)\n".encode())
+        await wait_present(marker, 2)
+        writer.transport.abort()
+        assert await wait_gone(marker) == []
+        assert reader is not None
+
+
+@pytest.mark.asyncio
+async def test_shell_exit_ends_the_console_although_a_job_holds_the_pty() -> None:
+    marker = "876545.5"
+    async with console_server() as path:
+        reader, writer = await asyncio.open_unix_connection(path)
+        await asyncio.sleep(0.3)
+        writer.write(f"sleep {marker} &\necho bye\n".encode())
+        await wait_present(marker, 1)
+        writer.write(b"exit\n")
+        assert b"bye" in await read_to_eof(reader)
+        writer.close()
+        await writer.wait_closed()
+        assert await wait_gone(marker) == []
+
+
+@pytest.mark.asyncio
+async def test_reset_during_heavy_output_leaves_the_server_serving() -> None:
+    marker = "876546"
+    async with console_server() as path:
+        reader, writer = await asyncio.open_unix_connection(path)
+        token = new_token()
+        writer.write(EXEC_HEADER + build_exec_line(["yes", marker], token, stdin=False))
+        received = 0
+        async with asyncio.timeout(GUARD):
+            while received < 1024 * 1024:
+                chunk = await reader.read(65536)
+                assert chunk
+                received += len(chunk)
+        writer.transport.abort()
+        assert await wait_gone(marker) == []
+        assert await run_exec(path, ["echo", "still-here"]) == (b"still-here\n", 0)
