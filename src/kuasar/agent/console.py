@@ -142,7 +142,12 @@ async def serve_console(
             try:
                 async with asyncio.timeout(limits.shutdown_grace):
                     await process.wait()
-                clog.info("shell %d reaped (status %s, %d killed)", process.pid, process.returncode, killed)
+                clog.info(
+                    "shell %d reaped (status %s; %d more of its session killed)",
+                    process.pid,
+                    process.returncode,
+                    killed,
+                )
             except TimeoutError:
                 clog.warning("shell %d did not exit after SIGKILL", process.pid)
         if master >= 0:
@@ -183,3 +188,44 @@ async def _pump(
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
                 await task
+
+
+class ConsoleSessions:
+    """The agent's live console connections, so shutdown can end them all.
+
+    ``handle`` is the connection handler to listen with; ``close`` ends every session (each kills
+    its shell's session and reaps it) within a bound. A session ended by ``close`` returns normally
+    rather than as a cancelled task, so asyncio does not log it as an error.
+
+    Args:
+        shell: passed to ``serve_console``.
+        limits: passed to ``serve_console``; ``shutdown_grace`` bounds ``close``.
+    """
+
+    def __init__(self, *, shell: str = "/bin/bash", limits: Limits = DEFAULT_LIMITS) -> None:
+        self.shell = shell
+        self.limits = limits
+        self._sessions: set[asyncio.Future[None]] = set()
+
+    @property
+    def active(self) -> int:
+        """How many sessions are open."""
+        return len(self._sessions)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection (see ``serve_console``)."""
+        session = asyncio.ensure_future(serve_console(reader, writer, shell=self.shell, limits=self.limits))
+        self._sessions.add(session)
+        session.add_done_callback(self._sessions.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await session
+
+    async def close(self) -> None:
+        """End every open session and wait for their clean-up (bounded)."""
+        sessions = set(self._sessions)
+        for session in sessions:
+            session.cancel()
+        if sessions:
+            _, pending = await asyncio.wait(sessions, timeout=self.limits.shutdown_grace * 2)
+            if pending:
+                log.warning("%d console session(s) did not end in time", len(pending))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import signal
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING
 from kuasar import __version__
 from kuasar.address import parse_address
 from kuasar.agent.cmdline import read_cmdline
-from kuasar.agent.console import serve_console
+from kuasar.agent.console import ConsoleSessions
 from kuasar.agent.reaper import OrphanReaper
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
 from kuasar.errors import KuasarError
@@ -88,6 +87,7 @@ async def _serve(args: argparse.Namespace) -> int:
     listeners: list[asyncio.AbstractServer] = []
     servers: list[ttrpc.Server] = []
     services: AgentServices | None = None
+    consoles: ConsoleSessions | None = None
     reaper: OrphanReaper | None = None
     try:
         if args.hostname:
@@ -104,8 +104,8 @@ async def _serve(args: argparse.Namespace) -> int:
             )
             log.info("agent API on %s", args.api)
         if debug_console:
-            handler = functools.partial(serve_console, shell=shell, limits=DEFAULT_LIMITS)
-            listeners.append(await transport.listen(parse_address(args.console), handler, mode=0o600))
+            consoles = ConsoleSessions(shell=shell, limits=DEFAULT_LIMITS)
+            listeners.append(await transport.listen(parse_address(args.console), consoles.handle, mode=0o600))
             log.info("debug console on %s (shell %s)", args.console, shell)
         if os.getpid() == 1:
             reaper = OrphanReaper(services.owns_pid if services is not None else lambda _pid: False)
@@ -122,6 +122,8 @@ async def _serve(args: argparse.Namespace) -> int:
             reaper.stop()
         for listener in listeners:
             listener.close()
+        if consoles is not None:
+            await consoles.close()
         for server in servers:
             server.close()
         for server in servers:
@@ -155,6 +157,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.write(f"kuasar-agent: {exc}\n")
         for hint in exc.hints:
             sys.stderr.write(f"  {hint}\n")
+        return 1
+    except OSError as exc:
+        sys.stderr.write(f"kuasar-agent: {exc}\n")
         return 1
     except KeyboardInterrupt:
         return 130
