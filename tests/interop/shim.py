@@ -92,7 +92,8 @@ class Shim:
         return [(NAMESPACE_KEY, self.namespace)]
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process with this pid exists."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -192,15 +193,15 @@ def started_shim(bundle: Path) -> Iterator[Shim]:
 
 
 def _stop(shim: Shim) -> None:
-    if _alive(shim.pid):
+    if alive(shim.pid):
         with contextlib.suppress(OSError, ShimUnavailable):
             call_blocking(
                 shim.socket_path, "Shutdown", TASK["ShutdownRequest"](id=shim.id).SerializeToString()
             )
     deadline = time.monotonic() + 5
-    while _alive(shim.pid) and time.monotonic() < deadline:
+    while alive(shim.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    if _alive(shim.pid):
+    if alive(shim.pid):
         with contextlib.suppress(ProcessLookupError):
             os.kill(shim.pid, signal.SIGKILL)
     with contextlib.suppress(FileNotFoundError):
