@@ -48,6 +48,7 @@ def open_pty(
 
 
 def apply_mode(fd: int, mode: PtyMode) -> None:
+    """Set ``mode``'s echo, output-processing and input flags on the terminal ``fd`` (TCSANOW)."""
     attrs = termios.tcgetattr(fd)
     iflag, oflag, lflag = attrs[0], attrs[1], attrs[3]
     lflag = (
@@ -69,6 +70,7 @@ def set_window_size(fd: int, rows: int, cols: int) -> None:
 
 
 def get_window_size(fd: int) -> tuple[int, int]:
+    """``(rows, cols)`` of the terminal ``fd`` (TIOCGWINSZ)."""
     rows, cols, _, _ = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
     return rows, cols
 
