@@ -20,12 +20,17 @@ import re
 import time
 from collections.abc import Sequence
 
+from kuasar.errors import UsageError
+
 EXEC_HEADER = b"KSR_MODE exec\n"
 START_MARKER = b"__KSR_START__"
 EXIT_MARKER = b"__KSR_EXIT__"
 #: Terminal settings for byte-exact output and stdin: no output processing, no echo, no CR/LF
 #: translation, no signal/flow-control characters; canonical mode stays (``^D`` ends stdin).
 STTY_EXEC = "stty -opost -echo -icrnl -inlcr -igncr -ixon -isig -iexten 2>/dev/null"
+#: Longest exec line (newline included) a console shell reads: the PTY line discipline's canonical
+#: buffer (N_TTY_BUF_SIZE). A longer line never completes in sh, so it is refused up front.
+MAX_EXEC_LINE = 4096
 #: Bytes kept from before the start marker, shown if the marker never comes (e.g. "sh: not found").
 _MAX_PREAMBLE = 64 * 1024
 _SHELL_SYNTAX = re.compile(r"[\s;&|<>()$`\\\"'*?\[\]#~=%{}!]")
@@ -56,6 +61,10 @@ def build_exec_line(argv: Sequence[str], token: str, *, stdin: bool) -> bytes:
         argv: the command; see ``command_argv`` for the one-string form.
         token: from ``new_token()``; it must not contain ``'``.
         stdin: keep the console as the command's stdin; otherwise it reads ``/dev/null``.
+
+    Raises:
+        UsageError: the line would be longer than ``MAX_EXEC_LINE`` bytes.
+        ValueError: ``token`` contains a single quote.
     """
     if "'" in token:
         raise ValueError("token must not contain a single quote")
@@ -66,7 +75,13 @@ def build_exec_line(argv: Sequence[str], token: str, *, stdin: bool) -> bytes:
         f"printf '%s:%s:%s\\n' '{EXIT_MARKER.decode()}' '{token}' \"$rc\"; exit \"$rc\""
     )
     words = " ".join(shell_quote(arg) for arg in command_argv(argv))
-    return f"exec sh -c {shell_quote(wrapper)} sh {words}\n".encode()
+    line = f"exec sh -c {shell_quote(wrapper)} sh {words}\n".encode()
+    if len(line) > MAX_EXEC_LINE:
+        raise UsageError(
+            f"command too long for the debug console ({len(line)} bytes quoted, at most {MAX_EXEC_LINE})",
+            hints=["The console is a terminal line; the agent API (port 1024) has no such limit."],
+        )
+    return line
 
 
 class MarkerStripper:

@@ -16,7 +16,7 @@ import pytest
 from kuasar.agent.console import serve_console
 from kuasar.agent.reaper import zombie_children
 from kuasar.config import DEFAULT_LIMITS
-from kuasar.console import EXEC_HEADER, MarkerStripper, build_exec_line, new_token
+from kuasar.console import EXEC_HEADER, MAX_EXEC_LINE, MarkerStripper, build_exec_line, new_token
 from tests.functional.cli_helpers import pids_with_cmdline
 
 GUARD = 20.0
@@ -271,3 +271,13 @@ async def test_reset_during_heavy_output_leaves_the_server_serving() -> None:
         writer.transport.abort()
         assert await wait_gone(marker) == []
         assert await run_exec(path, ["echo", "still-here"]) == (b"still-here\n", 0)
+
+
+@pytest.mark.asyncio
+async def test_longest_allowed_exec_line_runs_on_a_canonical_mode_shell() -> None:
+    argv = ["sh", "-c", 'echo "${#1}"', "sh"]
+    overhead = len(build_exec_line([*argv, ""], new_token(), stdin=False))  # run_exec's token: same length
+    argument = "x" * (MAX_EXEC_LINE - overhead)
+    assert len(build_exec_line([*argv, argument], new_token(), stdin=False)) == MAX_EXEC_LINE
+    async with console_server("/bin/sh") as path:  # dash reads lines in canonical mode
+        assert await run_exec(path, [*argv, argument]) == (f"{len(argument)}\n".encode(), 0)

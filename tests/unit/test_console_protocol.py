@@ -8,7 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kuasar.console import MarkerStripper, build_exec_line, command_argv, new_token, shell_quote
+from kuasar.console import (
+    MAX_EXEC_LINE,
+    MarkerStripper,
+    build_exec_line,
+    command_argv,
+    new_token,
+    shell_quote,
+)
+from kuasar.errors import UsageError
 
 TOKEN = "123-456"
 START = b"__KSR_START__:123-456\n"
@@ -120,3 +128,11 @@ def test_one_string_with_shell_syntax_is_a_command_line() -> None:
 def test_token_with_quote_is_refused() -> None:
     with pytest.raises(ValueError, match="single quote"):
         build_exec_line(["true"], "bad'token", stdin=False)
+
+
+def test_exec_line_longer_than_a_terminal_line_is_refused() -> None:
+    with pytest.raises(UsageError, match="too long for the debug console"):
+        build_exec_line(["echo", "x" * MAX_EXEC_LINE], TOKEN, stdin=False)
+    overhead = len(build_exec_line(["echo", ""], TOKEN, stdin=False))
+    fits = build_exec_line(["echo", "é" * ((MAX_EXEC_LINE - overhead) // 2)], TOKEN, stdin=False)
+    assert MAX_EXEC_LINE - 1 <= len(fits) <= MAX_EXEC_LINE  # counted in bytes, not characters
