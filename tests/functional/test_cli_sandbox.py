@@ -95,7 +95,8 @@ def test_crashed_sandbox_shows_unreachable_and_stop_cleans_it() -> None:
 
 def test_console_disabled_sandbox_refuses_exec_with_hint() -> None:
     with local_sandbox("pod-nocon", "--no-debug-console") as sandbox:
-        result = sandbox.exec("true", flags=["--connect-timeout", "0.5"])
+        assert sandbox.exec("true").returncode == 0  # the agent API still serves exec
+        result = sandbox.exec("true", flags=["--console", "--connect-timeout", "0.5"])
         assert result.returncode == 125
         assert "task.debug" in result.stderr.decode()
 
