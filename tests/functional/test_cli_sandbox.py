@@ -51,6 +51,20 @@ def test_sandbox_gets_its_own_namespaces_as_root() -> None:
         )
 
 
+def test_agent_as_pid_1_reaps_orphans() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("namespaces need root")
+    with local_sandbox("pod-reap-1") as sandbox:
+        # setsid puts the sleep out of reach of exec's clean-up: it is re-parented to PID 1.
+        assert sandbox.exec("sh", "-c", "setsid sleep 0.2 & echo started").stdout == b"started\n"
+        deadline = time.monotonic() + 10
+        states = b"Z"
+        while b"Z" in states and time.monotonic() < deadline:
+            time.sleep(0.3)
+            states = sandbox.exec("ps", "-eo", "stat=").stdout
+        assert b"Z" not in states
+
+
 def test_generated_id_is_printed_and_usable() -> None:
     root = short_tmpdir()
     try:

@@ -19,6 +19,8 @@ import termios
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kuasar.agent.procfs import processes
+
 DEFAULT_ROWS = 24
 DEFAULT_COLS = 80
 
@@ -109,21 +111,8 @@ _KILL_PASSES = 8
 
 
 def session_members(sid: int) -> set[int]:
-    """Live (non-zombie) processes whose session ID is ``sid``, from ``/proc``."""
-    found: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as file:
-                stat = file.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid pgrp session ...; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 4 and fields[0] != b"Z" and int(fields[3]) == sid:
-            found.add(int(entry))
-    return found
+    """Live (non-zombie) processes whose session ID is ``sid``."""
+    return {proc.pid for proc in processes() if proc.session == sid and proc.state != "Z"}
 
 
 def kill_session(sid: int) -> int:

@@ -16,27 +16,15 @@ import signal
 from collections.abc import Callable
 
 from kuasar._log import get_logger
+from kuasar.agent.procfs import processes
 
 SCAN_DELAY = 0.5
 log = get_logger("kuasar.agent.reaper")
 
 
 def zombie_children(parent: int) -> set[int]:
-    """PIDs of ``parent``'s children that are zombies (state Z in /proc/PID/stat)."""
-    found: set[int] = set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as file:
-                stat = file.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 2 and fields[0] == b"Z" and int(fields[1]) == parent:
-            found.add(int(entry))
-    return found
+    """PIDs of ``parent``'s children that are zombies."""
+    return {proc.pid for proc in processes() if proc.ppid == parent and proc.state == "Z"}
 
 
 class OrphanReaper:
