@@ -329,3 +329,47 @@ async def _wait_gone(marker: str) -> None:
     while pids_with_cmdline(marker) and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert pids_with_cmdline(marker) == []
+
+
+@pytest.mark.asyncio
+async def test_real_agent_over_a_unix_socket(tmp_path: os.PathLike[str]) -> None:
+    import subprocess
+    import sys
+
+    from kuasar.address import UnixAddress
+    from kuasar.guest import Guest
+
+    socket_path = os.path.join(tmp_path, "api.sock")
+    read_fd, write_fd = os.pipe()
+    agent = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kuasar.agent.main",
+            "--api",
+            f"unix://{socket_path}",
+            "--no-debug-console",
+            "--cmdline",
+            os.devnull,
+            "--state-dir",
+            os.path.join(tmp_path, "state"),
+            "--ready-fd",
+            str(write_fd),
+        ],
+        pass_fds=(write_fd,),
+        stdin=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd, "rb") as ready:
+            assert ready.readline() == b"ready\n"
+        async with await Guest.connect(UnixAddress(socket_path), probe_timeout=5) as guest:
+            assert (await guest.ping("x")).message == "pong: x"
+            result = await guest.run(["sh", "-c", "cat; echo err >&2; exit 5"], input=b"in\r\x04")
+            assert (result.stdout, result.stderr, result.exit_status) == (b"in\r\x04", b"err\n", 5)
+            with pytest.raises(CommandNotFound):
+                await guest.run(["no-such-command-ksr"])
+            assert (await guest.system_info()).cpu_count >= 1
+    finally:
+        agent.terminate()
+        agent.wait(10)
