@@ -144,6 +144,7 @@ def _feed_all(pieces: list[bytes], limit: int) -> tuple[list[Frame], bool]:
             frames.extend(decoder.feed(piece))
             if decoder.buffered > HEADER_SIZE + limit:
                 raise FuzzFailure(f"decoder buffers {decoder.buffered} bytes (limit {limit})")
+        decoder.check()  # as the connection readers do after dispatching each batch
     except ProtocolError:
         return frames, True
     return frames, False

@@ -176,3 +176,17 @@ def test_encode_header_range_checked() -> None:
         encode_header(1 << 32, 1, 1, 0)
     with pytest.raises(ValueError):
         encode_header(0, 1, 256, 0)
+
+
+def test_frames_before_a_garbage_header_are_still_delivered() -> None:
+    from kuasar.errors import ProtocolError
+    from kuasar.ttrpc.framing import Frame, FrameDecoder, encode_frame
+
+    decoder = FrameDecoder()
+    good = Frame(1, 1, 0, b"abc")
+    frames = decoder.feed(encode_frame(good) + b"\xff" * 10)
+    assert [(f.stream_id, f.data) for f in frames] == [(1, b"abc")]
+    with pytest.raises(ProtocolError, match="garbage"):
+        decoder.check()
+    with pytest.raises(ProtocolError, match="garbage"):
+        decoder.feed(b"")

@@ -253,6 +253,7 @@ class Client:
                     break
                 for frame in decoder.feed(chunk):
                     await self._dispatch(frame)
+                decoder.check()
         except ProtocolError as exc:
             error = ConnectionClosed(f"ttrpc: connection dropped: {exc}")
             error.__cause__ = exc

@@ -139,8 +139,18 @@ class FrameDecoder:
         """True when no partial frame is pending (a clean place for the stream to end)."""
         return not self._buf and not self._discard
 
+    def check(self) -> None:
+        """Raise the ``ProtocolError`` of a garbage header seen after the frames ``feed`` returned."""
+        if self._failed is not None:
+            raise self._failed
+
     def feed(self, data: bytes) -> list[Frame]:
-        """Consume ``data`` and return every frame it completes, in order."""
+        """Consume ``data`` and return every frame it completes, in order.
+
+        Raises:
+            ProtocolError: a garbage header (at once when no frame precedes it in this call, else
+                from the next ``feed`` or ``check``).
+        """
         if self._failed is not None:
             raise self._failed
         view = memoryview(data)
@@ -164,6 +174,8 @@ class FrameDecoder:
                         f"ttrpc: garbage frame header (type {ftype}, length {length}, stream {stream_id})"
                     )
                     del buf[:]
+                    if frames:
+                        return frames  # deliver what came before the garbage; check() raises next
                     raise self._failed
                 pos += HEADER_SIZE
                 frames.append(OversizedFrame(stream_id, known, flags, b"", length, self._max))

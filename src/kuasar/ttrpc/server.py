@@ -158,6 +158,7 @@ class _Connection:
                     return
                 for frame in decoder.feed(chunk):
                     await self._dispatch(frame)
+                decoder.check()
         except ProtocolError as exc:
             self.log.warning("closing connection: %s", exc)
         except (OSError, KuasarError) as exc:
