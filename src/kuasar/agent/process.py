@@ -34,7 +34,7 @@ import termios
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from kuasar._fdio import wait_fd, write_all
+from kuasar._fdio import read_chunks, write_all
 from kuasar.agent.pty import PtyMode, open_pty, set_window_size
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
@@ -322,20 +322,8 @@ class Process:
             await asyncio.gather(*pumps, return_exceptions=True)
 
     async def _pump(self, name: str, sink: OutputSink, size: int) -> None:
-        fd = self._fds[name]
         stream = STDERR if name == "stderr" else STDOUT
-        while True:
-            await wait_fd(fd)
-            try:
-                data = os.read(fd, size)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                if exc.errno == errno.EIO:  # PTY: every slave fd is closed
-                    return
-                raise
-            if not data:
-                return
+        async for data in read_chunks(self._fds[name], size):  # EIO (PTY, every slave closed) ends it
             await sink(stream, data)
 
     def _on_exit(self) -> None:
