@@ -7,10 +7,12 @@ log format, ``/etc/passwd`` and the console-socket handshake; never ttrpc framin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import json
 import os
 import re
+import secrets
 import socket
 
 from kuasar.errors import RPCError
@@ -114,3 +116,77 @@ def read_pid(path: str) -> int:
     """The PID runc wrote to ``--pid-file``."""
     with open(path, encoding="ascii") as file:
         return int(file.read().strip())
+
+
+#: Bound on one runc invocation (create, start, kill, delete, state).
+RUNC_TIMEOUT = 60.0
+
+
+async def _wait_create(process: asyncio.subprocess.Process) -> int:
+    try:
+        async with asyncio.timeout(RUNC_TIMEOUT):
+            return await process.wait()
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+
+
+async def create_with_pipes(command: list[str], output_fds: list[int]) -> None:
+    """Run ``runc create`` (``command``) with the container's stdout and stderr on pipes; their read
+    ends are appended to ``output_fds`` at once, so the caller closes them whatever happens."""
+    out_r, out_w = os.pipe2(os.O_CLOEXEC)
+    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+    output_fds += [out_r, err_r]
+    try:
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.DEVNULL, stdout=out_w, stderr=err_w
+        )
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+    if await _wait_create(process) != 0:
+        os.set_blocking(err_r, False)
+        message = b""
+        with contextlib.suppress(OSError):
+            while len(message) < 64 * 1024 and (chunk := os.read(err_r, 64 * 1024)):
+                message += chunk
+        raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
+
+
+async def create_with_console(command: list[str], socket_dir: str) -> int:
+    """Run ``runc create`` with ``--console-socket`` (a process with ``terminal: true``); returns the
+    PTY master runc hands over."""
+    path = os.path.join(socket_dir, f"c{secrets.token_hex(6)}.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+        listener.listen(1)
+        listener.setblocking(False)
+        process = await asyncio.create_subprocess_exec(
+            *command[:-1],
+            "--console-socket",
+            path,
+            command[-1],
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        receive = asyncio.create_task(receive_console(listener))
+        try:
+            if await _wait_create(process) != 0:
+                assert process.stderr is not None
+                message = await process.stderr.read(64 * 1024)
+                raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
+            async with asyncio.timeout(5):
+                return await receive
+        finally:
+            if not receive.done():
+                receive.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
+                await receive
+    finally:
+        listener.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)

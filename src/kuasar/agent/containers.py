@@ -32,18 +32,18 @@ import contextlib
 import json
 import os
 import re
-import secrets
 import shutil
 import signal as signals
-import socket
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kuasar.agent._runc import (
+    RUNC_TIMEOUT,
+    create_with_console,
+    create_with_pipes,
     read_bundle,
     read_pid,
-    receive_console,
     resolve_user,
     runc_message,
     set_child_subreaper,
@@ -55,8 +55,6 @@ from kuasar.ttrpc.codes import Code
 DEFAULT_RUNC_ROOT = "/run/kuasar-agent/runc"
 DEFAULT_STATE_DIR = "/run/kuasar-agent/containers"
 DEFAULT_STOP_TIMEOUT = 10.0
-#: Bound on one runc invocation (create, start, kill, delete, state).
-RUNC_TIMEOUT = 60.0
 #: After the init exits, how long the pumps may take to drain before the log is closed.
 DRAIN_TIMEOUT = 2.0
 #: After SIGKILL, how long the init may take to be reaped.
@@ -267,10 +265,11 @@ class ContainerManager:
                 container_id, bundle, rootfs, dict(labels or {}), state, self.logs.open(container_id)
             )
             try:
+                command = self._create_command(container)
                 if terminal:
-                    await self._create_with_console(container)
+                    container.output_fds.append(await create_with_console(command, self.state_dir))
                 else:
-                    await self._create_with_pipes(container)
+                    await create_with_pipes(command, container.output_fds)
                 container.pid = read_pid(os.path.join(state, "init.pid"))
                 container.pidfd = os.pidfd_open(container.pid)
             except BaseException:
@@ -287,8 +286,12 @@ class ContainerManager:
             self._watch(container)
         return await self.info(container_id)
 
-    def _create_args(self, container: _Container) -> list[str]:
+    def _create_command(self, container: _Container) -> list[str]:
+        """``runc --root R ... create ... ID``; the console variant inserts ``--console-socket``."""
         return [
+            self._runc_path(),
+            "--root",
+            self.root,
             "--log",
             os.path.join(container.state_dir, "runc.log"),
             "--log-format",
@@ -298,83 +301,8 @@ class ContainerManager:
             container.bundle,
             "--pid-file",
             os.path.join(container.state_dir, "init.pid"),
+            container.id,
         ]
-
-    async def _create_with_pipes(self, container: _Container) -> None:
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        container.output_fds += [out_r, err_r]
-        try:
-            process = await asyncio.create_subprocess_exec(
-                self._runc_path(),
-                "--root",
-                self.root,
-                *self._create_args(container),
-                container.id,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=out_w,
-                stderr=err_w,
-            )
-        finally:
-            os.close(out_w)
-            os.close(err_w)
-        code = await self._wait_runc_create(process)
-        if code != 0:
-            os.set_blocking(err_r, False)
-            message = b""
-            with contextlib.suppress(OSError):
-                while len(message) < 64 * 1024 and (chunk := os.read(err_r, 64 * 1024)):
-                    message += chunk
-            raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
-
-    async def _create_with_console(self, container: _Container) -> None:
-        path = os.path.join(self.state_dir, f"c{secrets.token_hex(6)}.sock")
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            listener.bind(path)
-            listener.listen(1)
-            listener.setblocking(False)
-            process = await asyncio.create_subprocess_exec(
-                self._runc_path(),
-                "--root",
-                self.root,
-                *self._create_args(container),
-                "--console-socket",
-                path,
-                container.id,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE,
-            )
-            receive = asyncio.create_task(receive_console(listener))
-            try:
-                code = await self._wait_runc_create(process)
-                if code != 0:
-                    assert process.stderr is not None
-                    message = await process.stderr.read(64 * 1024)
-                    raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
-                async with asyncio.timeout(5):
-                    container.output_fds.append(await receive)
-            finally:
-                if not receive.done():
-                    receive.cancel()
-                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
-                    await receive
-        finally:
-            listener.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-    @staticmethod
-    async def _wait_runc_create(process: asyncio.subprocess.Process) -> int:
-        try:
-            async with asyncio.timeout(RUNC_TIMEOUT):
-                return await process.wait()
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            raise
 
     # -- output and exit -------------------------------------------------------------------------
 
