@@ -93,12 +93,26 @@ class Shim:
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with this pid exists."""
+    """Whether a process with this pid exists and has not exited.
+
+    The daemonized shim is re-parented to the nearest child subreaper, which is this test process
+    once an in-process ContainerManager has made it one: then it lingers as our zombie, which we
+    reap here.
+    """
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True  # the daemon is not our child (``start`` exits; it is re-parented), so no zombie
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    if stat[stat.rfind(b")") + 2 :].split()[:1] == [b"Z"]:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return False
+    return True
 
 
 def call_blocking(socket_path: Path, method: str, payload: bytes, timeout: float = 5.0) -> ttrpc_pb2.Response:
