@@ -52,10 +52,13 @@ proto: $(STAMP)
 	$(PY) scripts/gen_proto.py
 
 fuzz: $(STAMP)
+	$(PY) -m pip install -q -e '.[fuzz]' || echo "atheris unavailable: using the random engine"
 	$(PY) tests/fuzz/fuzz_ttrpc.py --runs $${RUNS:-100000}
 
 bench: $(STAMP)
 	$(PY) bench/exec_latency.py
+	$(PY) bench/exec_throughput.py
+	$(PY) bench/ttrpc_rate.py --uvloop
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
