@@ -27,6 +27,10 @@ T = TypeVar("T")
 READ_CHUNK = 256 * 1024
 
 
+#: Frames with at most this much data are written with their header in one piece.
+_COALESCE = 64 * 1024
+
+
 class FrameWriter:
     """Writes whole frames under one per-connection lock, then drains.
 
@@ -61,9 +65,12 @@ class FrameWriter:
         if self.error is not None:
             raise self.error.with_traceback(None)
         try:
-            self._writer.write(encode_header(len(frame.data), frame.stream_id, frame.type, frame.flags))
-            if frame.data:
-                self._writer.write(frame.data)
+            header = encode_header(len(frame.data), frame.stream_id, frame.type, frame.flags)
+            if len(frame.data) <= _COALESCE:
+                self._writer.write(header + frame.data)  # one send() for a small frame, not two
+            else:
+                self._writer.write(header)
+                self._writer.write(frame.data)  # no copy of a large body
             await self._writer.drain()
         except (OSError, RuntimeError) as exc:  # RuntimeError: the transport is already closed
             if self.error is None:
