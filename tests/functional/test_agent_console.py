@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import os
 import shutil
 import tempfile
@@ -13,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kuasar.agent.console import serve_console
+from kuasar.agent.console import ConsoleSessions
 from kuasar.agent.reaper import zombie_children
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.console import EXEC_HEADER, MAX_EXEC_LINE, MarkerStripper, build_exec_line, new_token
@@ -26,13 +25,14 @@ GUARD = 20.0
 async def console_server(shell: str = "/bin/sh") -> AsyncIterator[str]:
     directory = tempfile.mkdtemp(prefix="ksrcon", dir="/tmp")
     path = os.path.join(directory, "1025.sock")
-    handler = functools.partial(serve_console, shell=shell, limits=DEFAULT_LIMITS)
-    server = await asyncio.start_unix_server(handler, path)
+    sessions = ConsoleSessions(shell=shell, limits=DEFAULT_LIMITS)
+    server = await asyncio.start_unix_server(sessions.handle, path)
     try:
         yield path
     finally:
         server.close()
         await server.wait_closed()
+        await sessions.close()  # no session (and no shell process object) outlives the test's loop
         shutil.rmtree(directory, ignore_errors=True)
 
 
