@@ -11,7 +11,7 @@ import time
 import pytest
 
 from kuasar.sandbox.supervisor import read_state
-from tests.functional.cli_helpers import kuasarctl, local_sandbox, short_tmpdir
+from tests.functional.cli_helpers import kuasarctl, local_sandbox, pids_with_cmdline, short_tmpdir
 
 
 def test_run_ps_exec_stop_lifecycle() -> None:
@@ -94,10 +94,15 @@ def test_crashed_sandbox_shows_unreachable_and_stop_cleans_it() -> None:
         directory = os.path.join(sandbox.root, sandbox.id)
         state = read_state(directory)
         assert state is not None
+        guest = pids_with_cmdline(f"{directory}/vsock/1025.sock")
+        assert state.agent_pid in guest
         os.killpg(state.supervisor_pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
         while os.path.exists(f"/proc/{state.supervisor_pid}") and time.monotonic() < deadline:
             time.sleep(0.02)
+        while pids_with_cmdline(f"{directory}/vsock/1025.sock") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pids_with_cmdline(f"{directory}/vsock/1025.sock") == []  # the guest died with its VMM
         (row,) = json.loads(kuasarctl("ps", "-d", sandbox.root, "-o", "json").stdout)
         assert row["reachable"] == "no"
         exec_result = sandbox.exec("true", flags=["--connect-timeout", "0.5"])

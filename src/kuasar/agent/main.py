@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", help="debug, info, warning, error (default task.log_level or info)")
     parser.add_argument("--ready-fd", type=int, metavar="N", help="write 'ready' to fd N once listening")
     parser.add_argument(
+        "--exit-with-parent",
+        type=int,
+        metavar="PID",
+        help="die when parent PID dies (local sandboxes: the guest dies with its VMM stand-in)",
+    )
+    parser.add_argument(
         "--isolate",
         action="store_true",
         help="as root: run as PID 1 of new PID/mount/UTS/IPC namespaces (local sandboxes)",
@@ -134,6 +140,13 @@ async def _serve(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.exit_with_parent is not None:
+        from kuasar.agent import namespaces
+
+        namespaces.die_with_parent()
+        if os.getppid() != args.exit_with_parent:  # the parent died before prctl took effect
+            sys.stderr.write(f"kuasar-agent: parent {args.exit_with_parent} is gone\n")
+            return 1
     if args.isolate:
         from kuasar.agent import namespaces
 

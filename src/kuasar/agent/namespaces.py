@@ -51,6 +51,14 @@ def _forward_and_wait(child: int) -> NoReturn:
     os._exit(128 - code if code < 0 else code)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Have the kernel SIGKILL this process when its parent dies (a VM dies with its VMM)."""
+    _check(_libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "prctl(PR_SET_PDEATHSIG)")
+
+
 def isolate() -> None:
     """Continue as PID 1 of new namespaces (in the forked child); the caller's process becomes a
     waiting stand-in that never returns."""
@@ -58,6 +66,7 @@ def isolate() -> None:
     child = os.fork()
     if child != 0:
         _forward_and_wait(child)
+    die_with_parent()  # the stand-in is only ever SIGKILLed when the whole sandbox must go
     _check(_libc.mount(b"none", b"/", None, _MS_REC | _MS_PRIVATE, None), "mount --make-rprivate /")
     _check(
         _libc.mount(b"proc", b"/proc", b"proc", _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, None),

@@ -101,6 +101,8 @@ def _agent_command(directory: str, sandbox_id: str, args: argparse.Namespace, re
         str(ready_fd),
         "--state-dir",
         os.path.join(directory, "agent"),
+        "--exit-with-parent",
+        str(os.getpid()),
         "--log-level",
         args.log_level,
     ]
