@@ -49,6 +49,7 @@ from kuasar.agent._runc import (
     set_child_subreaper,
 )
 from kuasar.agent.logs import ContainerLog, LogStore
+from kuasar.agent.process import ExitStatus
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
@@ -63,21 +64,6 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 @dataclass(frozen=True, slots=True)
-class ExitInfo:
-    """How a container's init ended: ``exit_code`` is valid when ``signal`` is 0."""
-
-    exit_code: int
-    signal: int = 0
-    core_dumped: bool = False
-
-    @classmethod
-    def from_wait_status(cls, status: int) -> ExitInfo:
-        if os.WIFSIGNALED(status):
-            return cls(0, os.WTERMSIG(status), os.WCOREDUMP(status))
-        return cls(os.WEXITSTATUS(status))
-
-
-@dataclass(frozen=True, slots=True)
 class ContainerInfo:
     """A snapshot of one container (times are unix ns; 0 = not yet)."""
 
@@ -88,7 +74,7 @@ class ContainerInfo:
     created_at: int
     started_at: int
     finished_at: int
-    exit: ExitInfo | None
+    exit: ExitStatus | None
     labels: Mapping[str, str]
 
 
@@ -105,7 +91,7 @@ class _Container:
     created_at: int = 0
     started_at: int = 0
     finished_at: int = 0
-    exit: ExitInfo | None = None
+    exit: ExitStatus | None = None
     exited: asyncio.Event = field(default_factory=asyncio.Event)
     output_fds: list[int] = field(default_factory=list)
     drained: asyncio.Event = field(default_factory=asyncio.Event)
@@ -340,7 +326,7 @@ class ContainerManager:
                 reaped, status = os.waitpid(container.pid, os.WNOHANG)
             except ChildProcessError:  # not our child: we are neither parent nor subreaper
                 reaped, status = 0, 0
-            container.exit = ExitInfo.from_wait_status(status) if reaped else None
+            container.exit = ExitStatus.from_wait_status(status) if reaped else None
             container.finished_at = time.time_ns()
             container.exited.set()
             container.finisher = asyncio.ensure_future(self._finish_output(container))
@@ -502,4 +488,4 @@ class ContainerManager:
         return [*command, container_id, *argv]
 
 
-__all__ = ["ContainerInfo", "ContainerManager", "ExitInfo"]
+__all__ = ["ContainerInfo", "ContainerManager", "ExitStatus"]

@@ -58,6 +58,13 @@ class ExitStatus:
     signal: int = 0
     core_dumped: bool = False
 
+    @classmethod
+    def from_wait_status(cls, status: int) -> ExitStatus:
+        """From a ``waitpid`` status word."""
+        if os.WIFSIGNALED(status):
+            return cls(0, os.WTERMSIG(status), os.WCOREDUMP(status))
+        return cls(os.WEXITSTATUS(status))
+
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
