@@ -19,6 +19,7 @@ from kuasar.address import HvsockAddress, UnixAddress
 from kuasar.config import TEST_LIMITS, Limits
 from kuasar.errors import HandshakeError
 from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
+from tests.functional.stream_helpers import close, echo
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 LIMITS = TEST_LIMITS.replace(handshake_timeout=0.5)
@@ -31,23 +32,6 @@ def sockdir() -> Iterator[str]:
     os.mkdir(os.path.join(path, "vsock"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-async def close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except ConnectionError:
-        pass
-    finally:
-        await close(writer)
 
 
 @contextlib.asynccontextmanager

@@ -22,6 +22,7 @@ from kuasar import transport
 from kuasar.address import VMADDR_CID_ANY, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import TEST_LIMITS
 from kuasar.errors import ConnectError, HandshakeError, TransportError, UsageError
+from tests.functional.stream_helpers import close, echo
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -44,21 +45,6 @@ async def serving(
     finally:
         server.close()
         await server.wait_closed()
-
-
-async def close(writer: asyncio.StreamWriter) -> None:
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-
-
-async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    finally:
-        await close(writer)
 
 
 async def roundtrip(address: UnixAddress | VsockAddress | HvsockAddress, payload: bytes = b"ping\n") -> bytes:

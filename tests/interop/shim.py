@@ -29,6 +29,7 @@ from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
+from kuasar.agent.procfs import processes
 from kuasar.proto import ttrpc_pb2
 from kuasar.ttrpc.framing import Frame, FrameDecoder, FrameType, encode_frame
 
@@ -99,20 +100,11 @@ def alive(pid: int) -> bool:
     once an in-process ContainerManager has made it one: then it lingers as our zombie, which we
     reap here.
     """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
-    except OSError:
-        return False
-    if stat[stat.rfind(b")") + 2 :].split()[:1] == [b"Z"]:
+    state = next((proc.state for proc in processes() if proc.pid == pid), None)
+    if state == "Z":
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
-        return False
-    return True
+    return state not in (None, "Z")
 
 
 def call_blocking(socket_path: Path, method: str, payload: bytes, timeout: float = 5.0) -> ttrpc_pb2.Response:
