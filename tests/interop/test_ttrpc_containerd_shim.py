@@ -5,12 +5,13 @@ ttrpc server (Go ttrpc 1.1.1) serving ``containerd.task.v2.Task``, started as co
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from google.protobuf import empty_pb2
 
 from kuasar import ttrpc
-from kuasar.errors import RPCError
+from kuasar.errors import ConnectionClosed, RPCError
 from tests.interop.peer import python_client
 from tests.interop.shim import TASK, TASK_SERVICE, Shim, alive
 
@@ -56,14 +57,17 @@ async def test_state_of_unknown_container_is_not_found(runc_shim: Shim) -> None:
 @pytest.mark.asyncio
 async def test_shutdown_stops_the_shim(runc_shim: Shim) -> None:
     async with python_client(runc_shim.socket_path) as client, asyncio.timeout(HANG_GUARD):
-        await client.call(
-            TASK_SERVICE,
-            "Shutdown",
-            TASK["ShutdownRequest"](id=runc_shim.id),
-            empty_pb2.Empty,
-            timeout=5,
-            metadata=runc_shim.metadata,
-        )
+        # The shim may exit before its reply is flushed; containerd's own client treats a closed
+        # connection on Shutdown as success too. What must hold is checked below: it is gone.
+        with contextlib.suppress(ConnectionClosed):
+            await client.call(
+                TASK_SERVICE,
+                "Shutdown",
+                TASK["ShutdownRequest"](id=runc_shim.id),
+                empty_pb2.Empty,
+                timeout=5,
+                metadata=runc_shim.metadata,
+            )
         for _ in range(100):
             if not runc_shim.socket_path.exists() and not alive(runc_shim.pid):
                 break
