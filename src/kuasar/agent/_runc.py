@@ -15,6 +15,7 @@ import re
 import secrets
 import socket
 
+from kuasar.agent.process import parse_user
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
@@ -64,27 +65,36 @@ def read_bundle(bundle: str) -> tuple[str, bool]:
 
 
 def resolve_user(rootfs: str, user: str) -> str:
-    """``name``, ``uid``, ``name:group`` or ``uid:gid`` to runc's numeric ``uid[:gid]``."""
-    name, _, group = user.partition(":")
+    """``name``, ``uid``, ``name:group`` or ``uid:gid`` to runc's numeric ``uid[:gid]``, with names
+    looked up in the container's ``/etc/passwd`` and ``/etc/group``.
 
-    def lookup(table: str, key: str, want_gid: bool) -> str:
-        if key.isdigit():
-            return key
+    Raises:
+        RPCError: ``INVALID_ARGUMENT`` for a malformed spec, an out-of-range id, or a name the
+            container does not know.
+    """
+    parsed = parse_user(user)
+    if parsed is None:
+        return ""
+
+    def lookup(table: str, key: int | str, column: int) -> str:
+        if isinstance(key, int):
+            return str(key)
         try:
             with open(os.path.join(rootfs, "etc", table), encoding="utf-8", errors="replace") as file:
                 for line in file:
                     fields = line.rstrip("\n").split(":")
                     if len(fields) > 3 and fields[0] == key:
-                        return fields[3] if want_gid else fields[2]
+                        return fields[column]
         except OSError:
             pass
-        raise RPCError(Code.INVALID_ARGUMENT, f"unknown {'group' if table == 'group' else 'user'} {key!r}")
+        kind = "group" if table == "group" else "user"
+        raise RPCError(Code.INVALID_ARGUMENT, f"unknown {kind} {key!r} in the container")
 
-    uid = lookup("passwd", name, False)
-    if group:
-        return f"{uid}:{lookup('group', group, False)}"
-    if not name.isdigit():
-        return f"{uid}:{lookup('passwd', name, True)}"
+    uid = lookup("passwd", parsed.user, 2)
+    if parsed.group is not None:
+        return f"{uid}:{lookup('group', parsed.group, 2)}"
+    if isinstance(parsed.user, str):
+        return f"{uid}:{lookup('passwd', parsed.user, 3)}"
     return uid
 
 

@@ -1,8 +1,9 @@
 """One guest process for the agent's ``Exec``: spawned on pipes or on a PTY, pumped, signalled, reaped.
 
 Layer contract: agent side; stdlib (os, subprocess, pwd/grp, asyncio), ``kuasar.agent.pty``,
-``kuasar._fdio`` and ``kuasar.errors`` / ``kuasar.ttrpc.codes`` (for the statuses a failed start
-becomes). No protobuf: :mod:`kuasar.agent.services.exec` translates messages.
+``kuasar._fdio``, ``kuasar.userspec`` (the checked ``user`` spec) and ``kuasar.errors`` /
+``kuasar.ttrpc.codes`` (for the statuses a failed start becomes). No protobuf:
+:mod:`kuasar.agent.services.exec` translates messages.
 
 Shape:
 - :meth:`Process.start` forks with :class:`subprocess.Popen` (so exec errors are raised here in the
@@ -38,6 +39,7 @@ from kuasar._fdio import read_chunks, write_all
 from kuasar.agent.pty import PtyMode, open_pty, set_window_size
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
+from kuasar.userspec import InvalidUserSpec, UserSpec, parse_user_spec
 
 #: Largest output chunk handed to the sink.
 CHUNK = 64 * 1024
@@ -77,34 +79,51 @@ class Credentials:
     name: str
 
 
+def parse_user(spec: str) -> UserSpec | None:
+    """:func:`kuasar.userspec.parse_user_spec` with the agent's status for a bad spec.
+
+    Raises:
+        RPCError: ``INVALID_ARGUMENT`` for a malformed spec or an id outside 0 … 2^32-2.
+    """
+    try:
+        return parse_user_spec(spec)
+    except InvalidUserSpec as exc:
+        raise RPCError(Code.INVALID_ARGUMENT, str(exc)) from None
+
+
 def resolve_user(spec: str) -> Credentials | None:
     """``name``, ``uid``, ``name:group`` or ``uid:gid`` -> credentials; empty -> ``None``.
 
+    A uid without a passwd entry runs with gid 0 and no supplementary groups, as docker does.
+
     Raises:
-        RPCError: ``INVALID_ARGUMENT`` for an unknown name; ``PERMISSION_DENIED`` when switching to
-            another user without being root.
+        RPCError: ``INVALID_ARGUMENT`` for a malformed spec, an out-of-range id, or an unknown
+            user or group name; ``PERMISSION_DENIED`` when switching to another user without
+            being root.
     """
-    if not spec:
+    parsed = parse_user(spec)
+    if parsed is None:
         return None
-    user, _, group = spec.partition(":")
     entry: pwd.struct_passwd | None
     try:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        entry = pwd.getpwuid(parsed.user) if isinstance(parsed.user, int) else pwd.getpwnam(parsed.user)
     except KeyError:
-        if not user.isdigit():
-            raise RPCError(Code.INVALID_ARGUMENT, f"unknown user {user!r}") from None
+        if isinstance(parsed.user, str):
+            raise RPCError(Code.INVALID_ARGUMENT, f"unknown user {parsed.user!r}") from None
         entry = None
-    uid = int(user) if user.isdigit() else entry.pw_uid  # type: ignore[union-attr]
-    if group:
+    uid = parsed.user if isinstance(parsed.user, int) else entry.pw_uid  # type: ignore[union-attr]
+    if isinstance(parsed.group, int):
+        gid = parsed.group
+    elif parsed.group is not None:
         try:
-            gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+            gid = grp.getgrnam(parsed.group).gr_gid
         except KeyError:
-            raise RPCError(Code.INVALID_ARGUMENT, f"unknown group {group!r}") from None
+            raise RPCError(Code.INVALID_ARGUMENT, f"unknown group {parsed.group!r}") from None
     else:
         gid = entry.pw_gid if entry is not None else 0
     name = entry.pw_name if entry is not None else str(uid)
     groups: tuple[int, ...] = (gid,)
-    if entry is not None and not group:
+    if entry is not None and parsed.group is None:
         with contextlib.suppress(OSError):
             groups = tuple(os.getgrouplist(entry.pw_name, gid))
     if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):

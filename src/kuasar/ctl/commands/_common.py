@@ -7,23 +7,36 @@ from __future__ import annotations
 
 import argparse
 
+from kuasar.errors import UsageError
 from kuasar.sandbox.discovery import SandboxRef, resolve_sandbox, sandbox_roots
+from kuasar.userspec import InvalidUserSpec, parse_user_spec
+
+
+def non_empty(text: str) -> str:
+    """argparse type for a path or name that must not be empty (``-d ''`` is a usage error)."""
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def add_socket_dir(parser: argparse.ArgumentParser) -> None:
+    """``-d/--socket-dir DIR``: the one sandbox root to search (it must exist)."""
     parser.add_argument(
         "-d",
         "--socket-dir",
         metavar="DIR",
+        type=non_empty,
         help="sandbox root to search (default: $KUASAR_SOCKET_DIR, else /run/kuasar and /run/kuasar-vmm)",
     )
 
 
 def add_output_format(parser: argparse.ArgumentParser) -> None:
+    """``-o/--output table|json``."""
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
 
 
 def resolve(args: argparse.Namespace, query: str) -> SandboxRef:
+    """The sandbox ``query`` names in the roots ``args.socket_dir`` selects (see ``resolve_sandbox``)."""
     return resolve_sandbox(query, sandbox_roots(args.socket_dir))
 
 
@@ -42,6 +55,22 @@ def positive_seconds(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
     return value
+
+
+def check_user_spec(spec: str) -> str:
+    """Refuse a bad ``-u`` (malformed, or a uid/gid outside 0 … 2^32-2) before anything connects.
+
+    Returns:
+        ``spec`` unchanged.
+
+    Raises:
+        UsageError: one line naming what is wrong (exit 2).
+    """
+    try:
+        parse_user_spec(spec)
+    except InvalidUserSpec as exc:
+        raise UsageError(str(exc)) from None
+    return spec
 
 
 def format_age(seconds: float) -> str:
