@@ -20,16 +20,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Start a local sandbox (no VM needed) and open an interactive shell in it; the sandbox is
-# stopped again when the shell exits.
+# Start a local sandbox (no VM needed), run a command and open an interactive shell in it (when stdin
+# is a terminal); scripts/demo.sh stops the sandbox on every exit, a failing step or Ctrl-C included.
 demo: $(STAMP)
-	@$(BIN)/kuasarctl sandbox stop -d $(SANDBOX_ROOT) $(DEMO_ID) >/dev/null 2>&1 || true
-	$(BIN)/kuasarctl sandbox run -d $(SANDBOX_ROOT) --name $(DEMO_ID)
-	$(BIN)/kuasarctl ps -d $(SANDBOX_ROOT)
-	$(BIN)/kuasarctl exec -t -d $(SANDBOX_ROOT) demo-pod uname -a
-	@if [ -t 0 ]; then $(BIN)/kuasarctl exec -it -d $(SANDBOX_ROOT) demo-pod; \
-	 else echo 'stdin is not a terminal: skipping the interactive shell (run: $(BIN)/kuasarctl exec -it -d $(SANDBOX_ROOT) demo-pod)'; fi
-	$(BIN)/kuasarctl sandbox stop -d $(SANDBOX_ROOT) $(DEMO_ID)
+	@BIN=$(BIN) SANDBOX_ROOT=$(SANDBOX_ROOT) DEMO_ID=$(DEMO_ID) ./scripts/demo.sh
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests/unit tests/functional tests/interop
