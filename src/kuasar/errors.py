@@ -90,11 +90,37 @@ class ProtocolError(KuasarError):
     """The peer sent something the protocol does not allow."""
 
 
+#: How each gRPC status code (by number, as ``kuasar.ttrpc.Code`` numbers them) reads to an operator.
+_RPC_PLAIN = {
+    1: "the call was cancelled",  # CANCELLED
+    2: "the agent failed",  # UNKNOWN
+    3: "the agent refused",  # INVALID_ARGUMENT
+    4: "the agent ran out of time",  # DEADLINE_EXCEEDED
+    5: "the agent refused",  # NOT_FOUND
+    6: "the agent refused",  # ALREADY_EXISTS
+    7: "the agent refused (permission denied)",  # PERMISSION_DENIED
+    8: "the agent refused (over a limit)",  # RESOURCE_EXHAUSTED
+    9: "the agent refused",  # FAILED_PRECONDITION
+    10: "the agent aborted the call",  # ABORTED
+    11: "the agent refused",  # OUT_OF_RANGE
+    12: "the agent does not support this call",  # UNIMPLEMENTED
+    13: "the agent failed",  # INTERNAL
+    14: "the agent is unavailable",  # UNAVAILABLE
+    15: "the agent failed (data loss)",  # DATA_LOSS
+    16: "the agent refused (not authenticated)",  # UNAUTHENTICATED
+}
+
+
 class RPCError(KuasarError):
     """The remote side answered a call with a non-OK status.
 
+    ``str()`` speaks plainly, without the code's name: ``the agent failed: internal error`` (UNKNOWN,
+    INTERNAL), ``the agent refused: <message>`` (INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION...),
+    ``the agent does not support this call: <message>`` (UNIMPLEMENTED). Programs compare ``code``.
+
     Attributes:
-        code: the gRPC status code number (see ``kuasar.ttrpc.Code``).
+        code: the gRPC status code number (compare with ``kuasar.ttrpc.Code``).
+        message: the status message, as the remote side sent it.
         details: the raw ``google.protobuf.Any`` messages of the status, if any.
     """
 
@@ -106,13 +132,8 @@ class RPCError(KuasarError):
         self.details = tuple(details)
 
     def __str__(self) -> str:
-        try:
-            from kuasar.ttrpc.codes import Code  # no protobuf import: cheap
-
-            name = Code(self.code).name
-        except (ImportError, ValueError):
-            name = str(self.code)
-        return f"{name}: {self.message}" if self.message else name
+        plain = _RPC_PLAIN.get(self.code, f"the agent answered with status {self.code}")
+        return f"{plain}: {self.message}" if self.message else plain
 
 
 class RemoteCommandError(KuasarError):

@@ -221,7 +221,7 @@ async def test_rpc_error_status_round_trip() -> None:
         with pytest.raises(RPCError) as info:
             await client.call(SERVICE, "Fail", Str(value="pod-1"), Str)
         assert (info.value.code, info.value.message) == (ttrpc.Code.NOT_FOUND, "no such thing: pod-1")
-        assert str(info.value) == "NOT_FOUND: no such thing: pod-1"
+        assert str(info.value) == "the agent refused: no such thing: pod-1"  # plain words, code in .code
 
 
 async def test_handler_exception_is_unknown_without_details(caplog: pytest.LogCaptureFixture) -> None:
