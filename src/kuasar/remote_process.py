@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal as signals
 import types
 from collections.abc import Mapping, Sequence
@@ -35,6 +36,7 @@ from kuasar.errors import (
     KuasarError,
     ProtocolError,
     RPCError,
+    UsageError,
 )
 from kuasar.proto import agent_pb2 as pb
 from kuasar.ttrpc import Client, Code, Stream
@@ -87,6 +89,60 @@ class ProcessError(KuasarError):
         self.result = result
 
 
+_CONTAINER_TEXT_ONLY = (
+    "arguments, environment and working directory for a container must be UTF-8 text "
+    "(runc passes them through JSON, which would replace other bytes)"
+)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def exec_start(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    *,
+    user: str = "",
+    tty: bool = False,
+    container_id: str = "",
+) -> pb.ExecStart:
+    """The ``ExecStart`` for a command, its arguments, environment and directory byte-exact.
+
+    ``argv``, ``env`` and ``cwd`` travel in the ``*_bytes`` fields as :func:`os.fsencode` makes
+    them: a ``str`` from ``sys.argv`` or ``os.environ`` carries bytes that are not UTF-8 as
+    surrogate escapes, and gets them back exactly. When all of it is UTF-8 the string fields are
+    filled too, for agents that predate the bytes fields.
+
+    Raises:
+        UsageError: ``user`` or ``container_id`` is not UTF-8 text (no field can carry it), or a
+            command for a container is not (runc's process spec is JSON, which cannot carry it).
+    """
+    for what, text in (("user", user), ("container id", container_id)):
+        if not _is_utf8(text):
+            raise UsageError(f"{what} {text!r} is not UTF-8 text")
+    start = pb.ExecStart(
+        argv_bytes=[os.fsencode(arg) for arg in argv],
+        env_bytes=[os.fsencode(key) + b"=" + os.fsencode(value) for key, value in env.items()],
+        cwd_bytes=os.fsencode(cwd),
+        user=user,
+        tty=tty,
+        container_id=container_id,
+    )
+    if all(_is_utf8(text) for text in (*argv, *env.keys(), *env.values(), cwd)):
+        start.argv.extend(argv)
+        start.env.update(env)
+        start.cwd = cwd
+    elif container_id:
+        raise UsageError(_CONTAINER_TEXT_ONLY)
+    return start
+
+
 def _start_error(exc: RPCError, argv: Sequence[str]) -> KuasarError:
     name = argv[0] if argv else "?"
     if exc.code == Code.NOT_FOUND:
@@ -101,7 +157,8 @@ class RemoteProcess:
 
     Args:
         client: a connected ttrpc client to a kuasar agent.
-        argv: program and arguments.
+        argv: program and arguments; bytes that are not UTF-8 as surrogate escapes (as
+            ``sys.argv`` holds them) arrive exactly (see :func:`exec_start`).
         tty: run on a PTY (stderr merged into stdout; ``resize`` applies).
         size: initial ``(rows, cols)`` of the PTY.
         stdin: keep the process's stdin open for :meth:`write` (else it reads ``/dev/null``).
@@ -137,9 +194,7 @@ class RemoteProcess:
         self.tty = tty
         self.pid = 0
         self._chunk = max(1024, limits.max_message - _CHUNK_SLACK)
-        self._start = pb.ExecStart(
-            argv=self.argv, env=dict(env or {}), cwd=cwd, user=user, tty=tty, container_id=container_id
-        )
+        self._start = exec_start(self.argv, env or {}, cwd, user=user, tty=tty, container_id=container_id)
         self._start.stdin = stdin
         if size is not None:
             self._start.size.CopyFrom(pb.TerminalSize(rows=size[0], cols=size[1]))

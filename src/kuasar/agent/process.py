@@ -149,14 +149,21 @@ def _take_controlling_terminal() -> None:
     fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
 
+def shown(text: str) -> str:
+    """``text`` fit for a status message: bytes that were not UTF-8 (surrogate escapes from
+    :func:`os.fsdecode`) become U+FFFD, so the message can always be encoded."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def _start_error(exc: OSError, argv: Sequence[str], cwd: str) -> RPCError:
+    program = shown(argv[0])
     if exc.filename == cwd and exc.filename != argv[0]:
         return RPCError(Code.INVALID_ARGUMENT, f"cannot change to directory {cwd!r}: {exc.strerror}")
     if isinstance(exc, FileNotFoundError):
-        return RPCError(Code.NOT_FOUND, f"{argv[0]}: command not found")
+        return RPCError(Code.NOT_FOUND, f"{program}: command not found")
     if isinstance(exc, PermissionError) or exc.errno in (errno.ENOEXEC, errno.EISDIR):
-        return RPCError(Code.PERMISSION_DENIED, f"{argv[0]}: {exc.strerror or 'permission denied'}")
-    return RPCError(Code.FAILED_PRECONDITION, f"{argv[0]}: cannot start: {exc.strerror or exc}")
+        return RPCError(Code.PERMISSION_DENIED, f"{program}: {exc.strerror or 'permission denied'}")
+    return RPCError(Code.FAILED_PRECONDITION, f"{program}: cannot start: {exc.strerror or exc}")
 
 
 class Process:

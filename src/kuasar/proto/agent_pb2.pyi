@@ -61,7 +61,7 @@ class TerminalSize(_message.Message):
     def __init__(self, rows: _Optional[int] = ..., cols: _Optional[int] = ...) -> None: ...
 
 class ExecStart(_message.Message):
-    __slots__ = ("argv", "env", "cwd", "user", "tty", "size", "container_id", "stdin")
+    __slots__ = ("argv", "env", "cwd", "user", "tty", "size", "container_id", "stdin", "argv_bytes", "env_bytes", "cwd_bytes")
     class EnvEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,9 @@ class ExecStart(_message.Message):
     SIZE_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_ID_FIELD_NUMBER: _ClassVar[int]
     STDIN_FIELD_NUMBER: _ClassVar[int]
+    ARGV_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ENV_BYTES_FIELD_NUMBER: _ClassVar[int]
+    CWD_BYTES_FIELD_NUMBER: _ClassVar[int]
     argv: _containers.RepeatedScalarFieldContainer[str]
     env: _containers.ScalarMap[str, str]
     cwd: str
@@ -85,7 +88,10 @@ class ExecStart(_message.Message):
     size: TerminalSize
     container_id: str
     stdin: bool
-    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., tty: _Optional[bool] = ..., size: _Optional[_Union[TerminalSize, _Mapping]] = ..., container_id: _Optional[str] = ..., stdin: _Optional[bool] = ...) -> None: ...
+    argv_bytes: _containers.RepeatedScalarFieldContainer[bytes]
+    env_bytes: _containers.RepeatedScalarFieldContainer[bytes]
+    cwd_bytes: bytes
+    def __init__(self, argv: _Optional[_Iterable[str]] = ..., env: _Optional[_Mapping[str, str]] = ..., cwd: _Optional[str] = ..., user: _Optional[str] = ..., tty: _Optional[bool] = ..., size: _Optional[_Union[TerminalSize, _Mapping]] = ..., container_id: _Optional[str] = ..., stdin: _Optional[bool] = ..., argv_bytes: _Optional[_Iterable[bytes]] = ..., env_bytes: _Optional[_Iterable[bytes]] = ..., cwd_bytes: _Optional[bytes] = ...) -> None: ...
 
 class ExecInput(_message.Message):
     __slots__ = ("start", "stdin", "stdin_eof", "resize", "signal")

@@ -6,20 +6,23 @@ Layer contract: guest side; the only place that turns ``Exec`` messages into cal
 Exec into a container goes through a :class:`ContainerExecutor` hook (the container manager),
 which turns the request into a ``runc exec`` command line that is run like any other process.
 
-Exec protocol (see ``agent.proto``): the first input must be ``start``; the answer is ``started``,
-then ``stdout``/``stderr`` chunks (each at most 64 KiB and under the message limit), then one
-``exit``, then the stream ends. A command that cannot start ends the call with ``NOT_FOUND``
-(CLI 127), ``PERMISSION_DENIED`` (126) or ``INVALID_ARGUMENT``; exec into a container on an agent
-without containers is ``FAILED_PRECONDITION``. An unknown container is ``FAILED_PRECONDITION``
-too: ``NOT_FOUND`` is reserved for the command. When the call ends for any reason — done, client
-gone, error — the process group is SIGKILLed and reaped.
+Exec protocol (see ``agent.proto``): the first input must be ``start`` (its ``*_bytes`` fields,
+when set, win over their string twins: arguments, environment and cwd arrive byte-exact); the
+answer is ``started``, then ``stdout``/``stderr`` chunks (each at most 64 KiB and under the
+message limit), then one ``exit``, then the stream ends. A command that cannot start ends the
+call with ``NOT_FOUND`` (CLI 127), ``PERMISSION_DENIED`` (126) or ``INVALID_ARGUMENT``; exec into a
+container on an agent without containers is ``FAILED_PRECONDITION``. An unknown container is
+``FAILED_PRECONDITION`` too: ``NOT_FOUND`` is reserved for the command. When the call ends for
+any reason — done, client gone, error — the process group is SIGKILLed and reaped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from google.protobuf import empty_pb2
@@ -27,7 +30,7 @@ from google.protobuf import empty_pb2
 import kuasar
 from kuasar import ttrpc
 from kuasar._log import get_logger
-from kuasar.agent.process import STDERR, Process
+from kuasar.agent.process import STDERR, Process, parse_user
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
 from kuasar.proto import agent_pb2 as pb
@@ -61,6 +64,27 @@ class ContainerExecutor(Protocol):
             RPCError: the container is unknown or not running, or the request is invalid.
         """
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class ExecRequest:
+    """An ``ExecStart`` checked and decoded.
+
+    ``argv``, ``env`` and ``cwd`` come from the ``*_bytes`` fields when they are set (else from
+    their string twins) and are decoded with :func:`os.fsdecode`: bytes that are not UTF-8 stay as
+    surrogate escapes, which :mod:`subprocess` encodes back with :func:`os.fsencode`, so the
+    command gets exactly the bytes the client sent.
+    """
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    user: str
+    tty: bool
+    rows: int
+    cols: int
+    stdin: bool
+    container_id: str
 
 
 def _read(path: str, limit: int = 64 * 1024) -> str:
@@ -105,7 +129,6 @@ def _ip_addresses() -> list[str]:
 
 def collect_system_info() -> dict[str, Any]:
     """The guest's kernel, OS, memory, CPUs, load, hostname, uptime and addresses (blocking reads)."""
-    import os
     import platform
     import socket
 
@@ -144,7 +167,45 @@ def _exit_message(status: Any) -> pb.ExecOutput:
     )
 
 
-async def _first_start(stream: ttrpc.ServerStream) -> pb.ExecStart:
+def decode_start(start: pb.ExecStart) -> ExecRequest:
+    """Check an ``ExecStart`` and decode it, preferring its byte-exact fields.
+
+    Raises:
+        RPCError: ``INVALID_ARGUMENT`` for an empty command, too many arguments, a NUL byte, or an
+            environment entry that is not ``KEY=VALUE``.
+    """
+    argv = list(start.argv_bytes) or [os.fsencode(arg) for arg in start.argv]
+    if start.env_bytes:
+        entries = list(start.env_bytes)
+    else:
+        entries = [os.fsencode(key) + b"=" + os.fsencode(value) for key, value in start.env.items()]
+    cwd = start.cwd_bytes or os.fsencode(start.cwd)
+    if not argv or not argv[0]:
+        raise RPCError(Code.INVALID_ARGUMENT, "empty command")
+    if len(argv) > _MAX_ARGV_ITEMS or any(b"\0" in arg for arg in argv):
+        raise RPCError(Code.INVALID_ARGUMENT, "invalid argv")
+    env: dict[str, str] = {}
+    for entry in entries:
+        key, sep, value = entry.partition(b"=")
+        if not key or not sep or b"\0" in entry:
+            raise RPCError(Code.INVALID_ARGUMENT, f"invalid environment variable {entry[:64]!r}")
+        env[os.fsdecode(key)] = os.fsdecode(value)
+    if b"\0" in cwd:
+        raise RPCError(Code.INVALID_ARGUMENT, "invalid working directory")
+    return ExecRequest(
+        argv=[os.fsdecode(arg) for arg in argv],
+        env=env,
+        cwd=os.fsdecode(cwd),
+        user=start.user,
+        tty=start.tty,
+        rows=start.size.rows,
+        cols=start.size.cols,
+        stdin=start.stdin,
+        container_id=start.container_id,
+    )
+
+
+async def _first_start(stream: ttrpc.ServerStream) -> ExecRequest:
     try:
         async with asyncio.timeout(START_TIMEOUT):
             first = await stream.recv()
@@ -152,40 +213,36 @@ async def _first_start(stream: ttrpc.ServerStream) -> pb.ExecStart:
         raise RPCError(Code.INVALID_ARGUMENT, "no ExecStart received") from None
     if first is None or first.WhichOneof("kind") != "start":
         raise RPCError(Code.INVALID_ARGUMENT, "the first Exec message must be start")
-    start: pb.ExecStart = first.start
-    if not start.argv or not start.argv[0]:
-        raise RPCError(Code.INVALID_ARGUMENT, "empty command")
-    if len(start.argv) > _MAX_ARGV_ITEMS or any("\0" in arg for arg in start.argv):
-        raise RPCError(Code.INVALID_ARGUMENT, "invalid argv")
-    if any("\0" in k or "=" in k or not k or "\0" in v for k, v in start.env.items()):
-        raise RPCError(Code.INVALID_ARGUMENT, "invalid environment variable")
-    return start
+    request = decode_start(first.start)
+    parse_user(request.user)  # a bad spec is INVALID_ARGUMENT, in the guest and in a container
+    return request
 
 
-async def _spawn(start: pb.ExecStart, executor: ContainerExecutor | None) -> Process:
-    rows, cols = start.size.rows, start.size.cols
-    if not start.container_id:
-        return await Process.start(
-            list(start.argv),
-            tty=start.tty,
-            rows=rows,
-            cols=cols,
-            stdin=start.stdin,
-            env=dict(start.env),
-            cwd=start.cwd,
-            user=start.user,
-        )
+async def _spawn(request: ExecRequest, executor: ContainerExecutor | None) -> Process:
+    options: dict[str, Any] = {
+        "tty": request.tty,
+        "rows": request.rows,
+        "cols": request.cols,
+        "stdin": request.stdin,
+        "env": request.env,
+        "cwd": request.cwd,
+        "user": request.user,
+    }
+    if not request.container_id:
+        return await Process.start(request.argv, **options)
     if executor is None:
         raise RPCError(Code.FAILED_PRECONDITION, "containers are not supported by this agent")
     try:
         argv = executor.exec_argv(
-            start.container_id, list(start.argv), start.tty, start.cwd, dict(start.env), start.user
+            request.container_id, request.argv, request.tty, request.cwd, request.env, request.user
         )
     except RPCError as exc:
         if exc.code == Code.NOT_FOUND:  # NOT_FOUND means "command not found" in Exec
             raise RPCError(Code.FAILED_PRECONDITION, exc.message) from None
         raise
-    return await Process.start(argv, tty=start.tty, rows=rows, cols=cols, stdin=start.stdin)
+    return await Process.start(
+        argv, tty=request.tty, rows=request.rows, cols=request.cols, stdin=request.stdin
+    )
 
 
 async def _feed_input(stream: ttrpc.ServerStream, process: Process) -> None:
@@ -235,10 +292,10 @@ def exec_handlers(
         return pb.SystemInfo(agent_version=agent_version, **info)
 
     async def exec_(stream: ttrpc.ServerStream, ctx: ttrpc.CallContext) -> None:
-        start = await _first_start(stream)
-        process = await _spawn(start, executor)
+        request = await _first_start(stream)
+        process = await _spawn(request, executor)
         clog = log.child(stream=ctx.stream_id, pid=process.pid)
-        clog.debug("exec %s (tty=%s, container=%r)", start.argv[0], start.tty, start.container_id)
+        clog.debug("exec %r (tty=%s, container=%r)", request.argv[0], request.tty, request.container_id)
         feeder: asyncio.Future[None] | None = None
         try:
             await stream.send(pb.ExecOutput(started=pb.ExecStarted(pid=process.pid)))
