@@ -8,11 +8,13 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from kuasar import ttrpc
+from kuasar.agent.process import Process
 from kuasar.agent.services.exec import SERVICE, exec_handlers
 from kuasar.errors import CommandNotExecutable, CommandNotFound, DeadlineExceeded, RPCError
 from kuasar.proto import agent_pb2 as pb
@@ -283,25 +285,29 @@ class _EchoExecutor:
     def __init__(self) -> None:
         self.calls: list[tuple[str, list[str]]] = []
 
-    def exec_argv(  # noqa: PLR0917
-        self, container_id: str, argv: list[str], tty: bool, cwd: str, env: dict[str, str], user: str
-    ) -> list[str]:
+    async def start_exec(
+        self, container_id: str, argv: list[str], *, env: dict[str, str], **options: Any
+    ) -> Process:
         if container_id == "missing":
-            raise RPCError(ttrpc.Code.NOT_FOUND, "container 'missing' not found")
+            raise RPCError(ttrpc.Code.FAILED_PRECONDITION, "no such container: 'missing'")
+        if argv[0] == "no-such-command":
+            raise RPCError(ttrpc.Code.NOT_FOUND, f"{argv[0]}: command not found in container {container_id}")
         self.calls.append((container_id, list(argv)))
-        return ["env", f"IN_CONTAINER={container_id}", *argv]
+        return await Process.start(["env", f"IN_CONTAINER={container_id}", *argv], env=env, **options)
 
 
 @pytest.mark.asyncio
 async def test_container_exec_goes_through_the_executor() -> None:
     executor = _EchoExecutor()
     async with client_server_pair(exec_handlers(executor)) as (client, _server):
-        result = await run(client, ["sh", "-c", "echo $IN_CONTAINER"], container_id="c1")
-        assert result.stdout == b"c1\n"
+        result = await run(client, ["sh", "-c", "echo $IN_CONTAINER $X"], container_id="c1", env={"X": "y"})
+        assert result.stdout == b"c1 y\n"
         with pytest.raises(RPCError) as caught:  # not CommandNotFound: that means 127
             await run(client, ["true"], container_id="missing")
         assert caught.value.code == ttrpc.Code.FAILED_PRECONDITION
-    assert executor.calls == [("c1", ["sh", "-c", "echo $IN_CONTAINER"])]
+        with pytest.raises(CommandNotFound, match="command not found in container c1"):
+            await run(client, ["no-such-command"], container_id="c1")
+    assert executor.calls == [("c1", ["sh", "-c", "echo $IN_CONTAINER $X"])]
 
 
 @pytest.mark.asyncio

@@ -87,3 +87,23 @@ def test_rm_force_kills_a_running_container(sandbox: LocalSandbox, tmp_path: obj
     assert container(sandbox, "create", "--start", "forced", bundle)[0] == 0
     assert container(sandbox, "rm", "-f", "forced") == (0, "forced\n", "")
     assert listing(sandbox, "-a") == []
+
+
+def test_exec_of_a_command_the_container_lacks_is_127_in_one_line(
+    sandbox: LocalSandbox, tmp_path: object
+) -> None:
+    bundle = make_bundle(os.path.join(str(tmp_path), "b"), ["sleep", "300"])
+    assert container(sandbox, "create", "--start", "xweb", bundle)[0] == 0
+    try:
+        base = ["exec", "--container", "xweb", "-d", sandbox.root, sandbox.id]
+        code, out, err = ctl(sandbox, *base, "bash")  # busybox has no bash
+        assert (code, out) == (127, ""), err
+        assert (
+            err.strip().splitlines() == [err.strip()] and "bash: command not found in container xweb" in err
+        )
+        code, out, err = ctl(sandbox, *base, "/etc/passwd")
+        assert (code, out) == (126, ""), err
+        assert len(err.strip().splitlines()) == 1 and "not executable in container xweb" in err
+        assert ctl(sandbox, *base, "sh", "-c", "echo hi; exit 7")[:2] == (7, "hi\n")
+    finally:
+        container(sandbox, "rm", "-f", "xweb")

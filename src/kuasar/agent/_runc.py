@@ -1,7 +1,8 @@
-"""runc helpers for :mod:`kuasar.agent.containers`: bundles, runc's messages, users, consoles.
+"""runc helpers for :mod:`kuasar.agent.containers`: bundles, runc's messages, users, consoles, exec.
 
 Layer contract: guest side, private to ``kuasar.agent.containers``. Knows OCI bundle files, runc's
-log format, ``/etc/passwd`` and the console-socket handshake; never ttrpc framing or protobuf.
+log format, ``/etc/passwd``, the console-socket handshake and how ``runc exec`` reports a command
+it cannot start; runs processes through :mod:`kuasar.agent.process`; never ttrpc framing or protobuf.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Mapping, Sequence
 
-from kuasar.agent.process import parse_user
+from kuasar.agent.process import Process, parse_user
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
@@ -128,6 +130,14 @@ def read_pid(path: str) -> int:
         return int(file.read().strip())
 
 
+def create_command(runc: str, root: str, state_dir: str, bundle: str, container_id: str) -> list[str]:
+    """``runc --root R --log STATE/runc.log ... create --bundle B --pid-file STATE/init.pid ID``; the
+    console variant (:func:`create_with_console`) inserts ``--console-socket`` before the ID."""
+    log, pid = os.path.join(state_dir, "runc.log"), os.path.join(state_dir, "init.pid")
+    options = ["--bundle", bundle, "--pid-file", pid]
+    return [runc, "--root", root, "--log", log, "--log-format", "json", "create", *options, container_id]
+
+
 #: Bound on one runc invocation (create, start, kill, delete, state).
 RUNC_TIMEOUT = 60.0
 
@@ -200,3 +210,155 @@ async def create_with_console(command: list[str], socket_dir: str) -> int:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
+
+
+# -- exec ------------------------------------------------------------------------------------------
+
+_EXEC_REFUSED = re.compile(r'exec: "(?:[^"\\]|\\.)*": (?P<reason>.*)$')
+_EXEC_PREFIXES = ("exec failed: ", "unable to start container process: ")
+
+
+def exec_command(  # noqa: PLR0917 - the parts of one command line
+    runc: str,
+    root: str,
+    container_id: str,
+    argv: Sequence[str],
+    tty: bool,
+    cwd: str,
+    env: Mapping[str, str],
+    user: str,
+    pid_file: str = "",
+    log_file: str = "",
+) -> list[str]:
+    """``runc --root ROOT [--log F --log-format json] exec [--pid-file P] ... ID ARGV...``.
+
+    ``user`` is runc's numeric form (:func:`resolve_user`). With ``log_file`` runc's own error
+    also lands there as JSON; with ``pid_file`` runc writes the command's PID once it runs.
+
+    Raises:
+        RPCError: ``INVALID_ARGUMENT`` when ``argv``, ``env`` or ``cwd`` is not UTF-8 text: runc
+            hands them to the container's init as JSON, which would replace the other bytes.
+    """
+    try:
+        for text in (*argv, *env.keys(), *env.values(), cwd):
+            text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RPCError(
+            Code.INVALID_ARGUMENT,
+            "arguments, environment and working directory for a container must be UTF-8 text "
+            "(runc passes them through JSON, which would replace other bytes)",
+        ) from None
+    command = [runc, "--root", root]
+    if log_file:
+        command += ["--log", log_file, "--log-format", "json"]
+    command.append("exec")
+    if pid_file:
+        command += ["--pid-file", pid_file]
+    if tty:
+        command.append("--tty")
+    if cwd:
+        command += ["--cwd", cwd]
+    for key, value in env.items():
+        command += ["--env", f"{key}={value}"]
+    if user:
+        command += ["--user", user]
+    return [*command, container_id, *argv]
+
+
+def last_error(log_file: str) -> str:
+    """The last ``error`` message in a runc JSON log, without runc's generic prefixes; or ``""``."""
+    try:
+        with open(log_file, "rb") as file:
+            file.seek(max(0, os.fstat(file.fileno()).st_size - 64 * 1024))
+            lines = file.read().decode("utf-8", "replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("level") in ("error", "fatal"):
+            message = str(record.get("msg", ""))
+            for prefix in _EXEC_PREFIXES:
+                message = message.removeprefix(prefix)
+            return message
+    return ""
+
+
+def exec_error(message: str, program: str, container_id: str) -> RPCError:
+    """The Exec status for a ``runc exec`` that could not start ``program``: a missing program is
+    ``NOT_FOUND`` (CLI 127) and one that cannot be executed ``PERMISSION_DENIED`` (126), as for a
+    command in the guest itself."""
+    where = f"in container {container_id}"
+    refused = _EXEC_REFUSED.search(message)
+    if refused is not None:
+        reason = refused.group("reason")
+        if "executable file not found" in reason or "no such file or directory" in reason:
+            return RPCError(Code.NOT_FOUND, f"{program}: command not found {where}")
+        if any(word in reason for word in ("permission denied", "exec format error", "is a directory")):
+            return RPCError(Code.PERMISSION_DENIED, f"{program}: not executable {where} ({reason})")
+    if message.startswith(("chdir to cwd", "unable to setup user")):
+        return RPCError(Code.INVALID_ARGUMENT, f"cannot run {program} {where}: {message}")
+    return RPCError(
+        Code.FAILED_PRECONDITION, f"cannot run {program} {where}: {message or 'runc exec failed'}"
+    )
+
+
+def _written(path: str) -> bool:
+    return os.path.exists(path)
+
+
+async def _wait_started(
+    exited: asyncio.Future[object], pid_file: str, log_file: str, program: str, container_id: str
+) -> None:
+    delay = 0.001
+    while not _written(pid_file):  # runc tells nothing else: poll, backing off to 50 ms
+        if exited.done():
+            if _written(pid_file):  # written before runc waited: a quick command
+                return
+            raise exec_error(last_error(log_file), program, container_id)
+        await asyncio.wait({exited}, timeout=delay)
+        delay = min(delay * 2, 0.05)
+
+
+async def start_exec(
+    command: list[str],
+    pid_file: str,
+    log_file: str,
+    program: str,
+    container_id: str,
+    *,
+    tty: bool,
+    rows: int,
+    cols: int,
+    stdin: bool,
+) -> Process:
+    """Run ``runc exec`` (``command``, from :func:`exec_command` with these files) as a process, and
+    return it once the command runs (runc wrote ``pid_file``).
+
+    If runc exits first it could not start the command: its output (runc's error, nothing of the
+    command) is dropped and its message becomes the status (:func:`exec_error`).
+
+    Raises:
+        RPCError: from :func:`exec_error`; ``DEADLINE_EXCEEDED`` when runc neither starts the
+            command nor exits within :data:`RUNC_TIMEOUT`.
+    """
+    process = await Process.start(command, tty=tty, rows=rows, cols=cols, stdin=stdin)
+    exited: asyncio.Future[object] = asyncio.ensure_future(process.wait())
+    try:
+        async with asyncio.timeout(RUNC_TIMEOUT):
+            await _wait_started(exited, pid_file, log_file, program, container_id)
+    except BaseException as exc:
+        await process.close()
+        if isinstance(exc, TimeoutError):
+            raise RPCError(
+                Code.DEADLINE_EXCEEDED, f"runc exec did not start {program} in {RUNC_TIMEOUT:.0f} s"
+            ) from None
+        raise
+    finally:
+        exited.cancel()
+        for path in (pid_file, log_file):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+    return process

@@ -32,6 +32,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal as signals
 import time
@@ -40,16 +41,19 @@ from dataclasses import dataclass, field
 
 from kuasar.agent._runc import (
     RUNC_TIMEOUT,
+    create_command,
     create_with_console,
     create_with_pipes,
+    exec_command,
     read_bundle,
     read_pid,
     resolve_user,
     runc_message,
     set_child_subreaper,
+    start_exec,
 )
 from kuasar.agent.logs import ContainerLog, LogStore
-from kuasar.agent.process import ExitStatus
+from kuasar.agent.process import ExitStatus, Process, shown
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
@@ -251,7 +255,7 @@ class ContainerManager:
                 container_id, bundle, rootfs, dict(labels or {}), state, self.logs.open(container_id)
             )
             try:
-                command = self._create_command(container)
+                command = create_command(self._runc_path(), self.root, state, bundle, container_id)
                 if terminal:
                     container.output_fds.append(await create_with_console(command, self.state_dir))
                 else:
@@ -271,24 +275,6 @@ class ContainerManager:
             self._containers[container_id] = container
             self._watch(container)
         return await self.info(container_id)
-
-    def _create_command(self, container: _Container) -> list[str]:
-        """``runc --root R ... create ... ID``; the console variant inserts ``--console-socket``."""
-        return [
-            self._runc_path(),
-            "--root",
-            self.root,
-            "--log",
-            os.path.join(container.state_dir, "runc.log"),
-            "--log-format",
-            "json",
-            "create",
-            "--bundle",
-            container.bundle,
-            "--pid-file",
-            os.path.join(container.state_dir, "init.pid"),
-            container.id,
-        ]
 
     # -- output and exit -------------------------------------------------------------------------
 
@@ -453,7 +439,7 @@ class ContainerManager:
 
     # -- exec ------------------------------------------------------------------------------------
 
-    def exec_argv(  # noqa: PLR0917 - the exec helper's ContainerExecutor calls it positionally
+    def exec_argv(  # noqa: PLR0917 - tests and helpers call it positionally
         self,
         container_id: str,
         argv: Sequence[str],
@@ -461,6 +447,9 @@ class ContainerManager:
         cwd: str = "",
         env: Mapping[str, str] | None = None,
         user: str = "",
+        *,
+        pid_file: str = "",
+        log_file: str = "",
     ) -> list[str]:
         """The ``runc exec`` command line that runs ``argv`` inside a running container.
 
@@ -469,23 +458,49 @@ class ContainerManager:
 
         Raises:
             RPCError: ``NOT_FOUND``; ``FAILED_PRECONDITION`` when the container has stopped;
-                ``INVALID_ARGUMENT`` for an empty argv or a user name the container does not know.
+                ``INVALID_ARGUMENT`` for an empty argv or a user the container does not know.
         """
         container = self._get(container_id)
         if container.exited.is_set():
             raise RPCError(Code.FAILED_PRECONDITION, f"container {container_id!r} is not running")
         if not argv:
             raise RPCError(Code.INVALID_ARGUMENT, "empty command")
-        command = [self._runc_path(), "--root", self.root, "exec"]
-        if tty:
-            command.append("--tty")
-        if cwd:
-            command += ["--cwd", cwd]
-        for key, value in (env or {}).items():
-            command += ["--env", f"{key}={value}"]
-        if user:
-            command += ["--user", resolve_user(self.rootfs(container_id), user)]
-        return [*command, container_id, *argv]
+        ids = resolve_user(self.rootfs(container_id), user)
+        runc = self._runc_path()
+        return exec_command(runc, self.root, container_id, argv, tty, cwd, env or {}, ids, pid_file, log_file)
+
+    async def start_exec(
+        self,
+        container_id: str,
+        argv: Sequence[str],
+        *,
+        tty: bool = False,
+        rows: int = 0,
+        cols: int = 0,
+        stdin: bool = False,
+        cwd: str = "",
+        env: Mapping[str, str] | None = None,
+        user: str = "",
+    ) -> Process:
+        """Run ``argv`` in a running container (``runc exec``); return once the command runs.
+
+        Raises:
+            RPCError: ``NOT_FOUND`` (the container has no such command), ``PERMISSION_DENIED`` (it
+                cannot execute it), ``FAILED_PRECONDITION`` (unknown or stopped container),
+                ``INVALID_ARGUMENT`` (bad user or cwd).
+        """
+        container = self._containers.get(container_id)
+        if container is None:  # NOT_FOUND would mean "command not found" to Exec
+            raise RPCError(Code.FAILED_PRECONDITION, f"no such container: {container_id!r}")
+        files = os.path.join(container.state_dir, f"exec-{secrets.token_hex(6)}")
+        pid_file, log_file = files + ".pid", files + ".log"
+        command = self.exec_argv(
+            container_id, argv, tty, cwd, env, user, pid_file=pid_file, log_file=log_file
+        )
+        program = shown(argv[0])
+        return await start_exec(
+            command, pid_file, log_file, program, container_id, tty=tty, rows=rows, cols=cols, stdin=stdin
+        )
 
 
 __all__ = ["ContainerInfo", "ContainerManager", "ExitStatus"]

@@ -3,8 +3,8 @@
 Layer contract: guest side; the only place that turns ``Exec`` messages into calls on
 :class:`kuasar.agent.process.Process` and back. Imports ``kuasar.ttrpc``, the generated
 ``agent_pb2`` and ``kuasar.agent.process``; never ``kuasar.ctl`` or ``kuasar.sandbox``.
-Exec into a container goes through a :class:`ContainerExecutor` hook (the container manager),
-which turns the request into a ``runc exec`` command line that is run like any other process.
+Exec into a container goes through a :class:`ContainerExecutor` hook (the container manager,
+which runs ``runc exec`` as the process and reports a command runc cannot start as a status).
 
 Exec protocol (see ``agent.proto``): the first input must be ``start`` (its ``*_bytes`` fields,
 when set, win over their string twins: arguments, environment and cwd arrive byte-exact); the
@@ -47,21 +47,30 @@ log = get_logger("kuasar.agent.exec")
 
 
 class ContainerExecutor(Protocol):
-    """Turns an exec into a container into a host-side command line (e.g. ``runc exec ...``)."""
+    """Starts an exec inside a container (e.g. the container manager, through ``runc exec``)."""
 
-    def exec_argv(  # noqa: PLR0917 - positional by contract
+    async def start_exec(
         self,
         container_id: str,
         argv: Sequence[str],
+        *,
         tty: bool,
+        rows: int,
+        cols: int,
+        stdin: bool,
         cwd: str,
         env: Mapping[str, str],
         user: str,
-    ) -> list[str]:
-        """The command that runs ``argv`` in ``container_id`` and exits with its status.
+    ) -> Process:
+        """Start ``argv`` in ``container_id``; the process exits with the command's status.
+
+        Returns only once the command itself runs, so that a command that cannot start is a
+        status, not output.
 
         Raises:
-            RPCError: the container is unknown or not running, or the request is invalid.
+            RPCError: ``NOT_FOUND`` (no such command in the container, CLI 127),
+                ``PERMISSION_DENIED`` (not executable, 126), ``FAILED_PRECONDITION`` (unknown or
+                stopped container), ``INVALID_ARGUMENT`` (bad user, cwd or request).
         """
         ...
 
@@ -232,17 +241,7 @@ async def _spawn(request: ExecRequest, executor: ContainerExecutor | None) -> Pr
         return await Process.start(request.argv, **options)
     if executor is None:
         raise RPCError(Code.FAILED_PRECONDITION, "containers are not supported by this agent")
-    try:
-        argv = executor.exec_argv(
-            request.container_id, request.argv, request.tty, request.cwd, request.env, request.user
-        )
-    except RPCError as exc:
-        if exc.code == Code.NOT_FOUND:  # NOT_FOUND means "command not found" in Exec
-            raise RPCError(Code.FAILED_PRECONDITION, exc.message) from None
-        raise
-    return await Process.start(
-        argv, tty=request.tty, rows=request.rows, cols=request.cols, stdin=request.stdin
-    )
+    return await executor.start_exec(request.container_id, request.argv, **options)
 
 
 async def _feed_input(stream: ttrpc.ServerStream, process: Process) -> None:
