@@ -1,7 +1,9 @@
 """``kuasarctl``: the host CLI's root parser and its one error boundary.
 
 Layer contract: top layer. The only place that calls ``asyncio.run`` (once), turns exceptions into a
-stderr line plus hints, and chooses the exit code (``exit_code_for``). Subcommand modules in
+stderr line plus hints, and chooses the exit code (``exit_code_for``). Its boundary (``dispatch``)
+catches everything: an unexpected exception is one ``Error: internal error: ...`` line and exit 125,
+never a traceback (unless ``-vv``). Subcommand modules in
 ``kuasar.ctl.commands`` declare their flags and return an ``int`` (or a coroutine producing one);
 they import their heavy dependencies lazily so ``kuasarctl exec`` on the console path never loads
 protobuf.
@@ -12,13 +14,13 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from kuasar import __version__
 from kuasar.ctl import output
 from kuasar.ctl.commands import containers, cp, exec_cmd, info, logs, ps, sandbox
+from kuasar.ctl.parser import VERBOSE_DEST, CommandParser, verbosity
 from kuasar.errors import Interrupted, KuasarError
 
 #: exit code for a remote process killed by signal N is 128 + N (shells and docker agree).
@@ -47,17 +49,18 @@ def exit_code_for(
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The root parser; every subcommand parser is a :class:`~kuasar.ctl.parser.CommandParser` too."""
+    parser = CommandParser(
         prog="kuasarctl",
         description="Reach inside Kuasar / Kata-style microVM sandboxes: exec, ps, local sandboxes.",
         epilog="Sandboxes are found under -d/--socket-dir, $KUASAR_SOCKET_DIR, or /run/kuasar and "
-        "/run/kuasar-vmm. An ID may be a unique prefix.",
+        "/run/kuasar-vmm. An ID may be a unique prefix. -v works before or after the command name.",
+        verbose_dest=VERBOSE_DEST,
     )
     parser.add_argument("--version", action="version", version=f"kuasarctl {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="trace connections (-vv: debug log)"
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="run 'kuasarctl COMMAND --help' for its flags"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in (exec_cmd, ps, info, logs, cp, containers, sandbox):
         module.register(commands)
     return parser
@@ -71,6 +74,40 @@ def _run(result: int | Coroutine[Any, Any, int]) -> int:
     return asyncio.run(result)
 
 
+def _unwrap(exc: Exception) -> Exception:
+    """The one exception inside (nested) single-member exception groups, e.g. from a TaskGroup."""
+    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the parsed command behind the one error boundary; returns the exit code.
+
+    A :class:`~kuasar.errors.KuasarError` prints its line and hints and gives its exit code; Ctrl-C
+    gives 130; a closed stdout (``| head``) gives 141 quietly; anything else is a bug and becomes one
+    line, ``Error: internal error: <Type>: <message>``, exit 125 (the traceback with ``-vv``).
+    """
+    verbose = verbosity(args)
+    try:
+        code = _run(args.func(args))
+        output.flush_stdout()
+    except KeyboardInterrupt as interrupt:
+        return exit_code_for(error=interrupt)
+    except Exception as caught:
+        error = _unwrap(caught)
+        if isinstance(error, KuasarError):
+            output.print_error(error)
+        elif isinstance(error, BrokenPipeError):
+            # stdout went away (e.g. `| head`): not our failure to report.
+            output.silence_stdout()
+            return SIGNAL_EXIT_BASE + signal.SIGPIPE
+        else:
+            output.print_internal_error(error, with_traceback=verbose >= 2)
+        return exit_code_for(error=error)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kuasarctl`` console script. Returns the process exit code."""
     parser = build_parser()
@@ -79,16 +116,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         argcomplete.autocomplete(parser)
     args = parser.parse_args(argv)
-    output.configure_logging(args.verbose)
-    try:
-        return _run(args.func(args))
-    except KuasarError as exc:
-        output.print_error(exc)
-        return exit_code_for(error=exc)
-    except KeyboardInterrupt as exc:
-        return exit_code_for(error=exc)
-    except BrokenPipeError:
-        # stdout went away (e.g. `| head`): not our failure to report.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return SIGNAL_EXIT_BASE + signal.SIGPIPE
+    output.configure_logging(verbosity(args))
+    return dispatch(args)

@@ -11,6 +11,9 @@ from kuasar.errors import UsageError
 from kuasar.sandbox.discovery import SandboxRef, resolve_sandbox, sandbox_roots
 from kuasar.userspec import InvalidUserSpec, parse_user_spec
 
+#: What a ``SANDBOX`` operand may be, for every command's help.
+SANDBOX_HELP = "sandbox ID, unique prefix, or sandbox directory"
+
 
 def non_empty(text: str) -> str:
     """argparse type for a path or name that must not be empty (``-d ''`` is a usage error)."""
@@ -19,15 +22,21 @@ def non_empty(text: str) -> str:
     return text
 
 
-def add_socket_dir(parser: argparse.ArgumentParser) -> None:
-    """``-d/--socket-dir DIR``: the one sandbox root to search (it must exist)."""
+def add_socket_dir(parser: argparse.ArgumentParser, help: str | None = None) -> None:
+    """``-d/--socket-dir DIR``: the one sandbox root to search (it must exist), or ``help``'s meaning."""
     parser.add_argument(
         "-d",
         "--socket-dir",
         metavar="DIR",
         type=non_empty,
-        help="sandbox root to search (default: $KUASAR_SOCKET_DIR, else /run/kuasar and /run/kuasar-vmm)",
+        help=help
+        or "sandbox root to search (default: $KUASAR_SOCKET_DIR, else /run/kuasar and /run/kuasar-vmm)",
     )
+
+
+def add_sandbox(parser: argparse.ArgumentParser) -> None:
+    """The ``SANDBOX`` positional (an ID, a unique prefix, or an absolute sandbox directory)."""
+    parser.add_argument("sandbox", metavar="SANDBOX", help=SANDBOX_HELP)
 
 
 def add_output_format(parser: argparse.ArgumentParser) -> None:

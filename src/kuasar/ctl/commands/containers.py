@@ -10,13 +10,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from kuasar._text import printable
+from kuasar.ctl import output
 from kuasar.ctl.commands._common import (
     add_output_format,
+    add_sandbox,
     add_socket_dir,
     format_age,
     positive_seconds,
@@ -63,20 +65,24 @@ def register(commands: Any) -> None:
     add_output_format(listing)
     listing.add_argument("-a", "--all", action="store_true", help="include stopped containers")
     listing.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
-    listing.add_argument("sandbox", metavar="SANDBOX")
+    add_sandbox(listing)
     listing.set_defaults(func=run_list)
 
     group: argparse.ArgumentParser = commands.add_parser(
-        "container", help="create, start, stop or remove a container in a sandbox"
+        "container",
+        help="create, start, stop or remove a container in a sandbox",
+        description="Create, start, stop or remove containers inside a sandbox, through its agent API.",
     )
-    actions = group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = group.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="what to do (see ACTION --help)"
+    )
 
     create = actions.add_parser("create", help="create a container from an OCI bundle in the guest")
     add_connect_flags(create)
     create.add_argument("--label", action="append", default=[], metavar="KEY=VALUE", help="add a label")
     create.add_argument("--start", action="store_true", help="start it once created")
-    create.add_argument("sandbox", metavar="SANDBOX")
-    create.add_argument("id", metavar="ID")
+    add_sandbox(create)
+    create.add_argument("id", metavar="ID", help="the new container's ID")
     create.add_argument(
         "bundle", metavar="BUNDLE", help="bundle directory in the guest (config.json + rootfs)"
     )
@@ -84,25 +90,25 @@ def register(commands: Any) -> None:
 
     start = actions.add_parser("start", help="start a created container")
     add_connect_flags(start)
-    start.add_argument("sandbox", metavar="SANDBOX")
-    start.add_argument("ids", nargs="+", metavar="ID")
+    add_sandbox(start)
+    start.add_argument("ids", nargs="+", metavar="ID", help="container IDs")
     start.set_defaults(func=run_start)
 
     stop = actions.add_parser("stop", help="signal a container, then SIGKILL after a grace period")
     add_connect_flags(stop)
-    stop.add_argument("-s", "--signal", default="TERM", metavar="SIG", help="signal name or number (TERM)")
+    stop.add_argument("-s", "--signal", default="TERM", metavar="SIG", help="signal name or number")
     stop.add_argument(
-        "-t", "--time", type=int, default=10, metavar="SECS", help="grace period before SIGKILL (10)"
+        "-t", "--time", type=int, default=10, metavar="SECS", help="grace period before SIGKILL"
     )
-    stop.add_argument("sandbox", metavar="SANDBOX")
-    stop.add_argument("ids", nargs="+", metavar="ID")
+    add_sandbox(stop)
+    stop.add_argument("ids", nargs="+", metavar="ID", help="container IDs")
     stop.set_defaults(func=run_stop)
 
     remove = actions.add_parser("rm", aliases=["remove"], help="remove a stopped container")
     add_connect_flags(remove)
     remove.add_argument("-f", "--force", action="store_true", help="kill it first if it is running")
-    remove.add_argument("sandbox", metavar="SANDBOX")
-    remove.add_argument("ids", nargs="+", metavar="ID")
+    add_sandbox(remove)
+    remove.add_argument("ids", nargs="+", metavar="ID", help="container IDs")
     remove.set_defaults(func=run_remove)
 
 
@@ -178,20 +184,21 @@ async def run_list(args: argparse.Namespace) -> int:
         )
     rows = [info_dict(info) for info in response.containers]
     if args.output == "json":
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        output.write_stdout(json.dumps(rows, indent=2) + "\n")
         return 0
     if args.quiet:
-        sys.stdout.write("".join(f"{row['id']}\n" for row in rows))
+        output.write_stdout("".join(f"{printable(row['id'])}\n" for row in rows))
         return 0
     now = time.time_ns()
-    table = [("ID", "STATUS", "PID", "CREATED", "BUNDLE")]
+    table: list[tuple[str, ...]] = [("ID", "STATUS", "PID", "CREATED", "BUNDLE")]
     for row in rows:
         created = format_age((now - row["created_at"]) / 1e9) + " ago" if row["created_at"] else "?"
-        table.append((row["id"], _status_text(row, now), str(row["pid"] or "-"), created, row["bundle"]))
+        fields = (row["id"], _status_text(row, now), str(row["pid"] or "-"), created, row["bundle"])
+        table.append(tuple(printable(field) for field in fields))
     widths = [max(len(line[col]) for line in table) for col in range(4)]
     for line in table:
         cells = [cell.ljust(width) for cell, width in zip(line[:4], widths, strict=True)]
-        sys.stdout.write("   ".join([*cells, line[4]]) + "\n")
+        output.write_stdout("   ".join([*cells, line[4]]) + "\n")
     return 0
 
 
@@ -209,7 +216,7 @@ async def run_create(args: argparse.Namespace) -> int:
                 pb.ContainerInfo,
                 timeout=CALL_TIMEOUT,
             )
-    sys.stdout.write(f"{args.id}\n")
+    output.write_stdout(f"{printable(args.id)}\n")
     return 0
 
 
@@ -220,7 +227,7 @@ async def run_start(args: argparse.Namespace) -> int:
         for container_id in args.ids:
             request = pb.ContainerRequest(id=container_id)
             await client.call(SERVICE, "StartContainer", request, pb.ContainerInfo, timeout=CALL_TIMEOUT)
-            sys.stdout.write(f"{container_id}\n")
+            output.write_stdout(f"{printable(container_id)}\n")
     return 0
 
 
@@ -237,7 +244,7 @@ async def run_stop(args: argparse.Namespace) -> int:
             await client.call(
                 SERVICE, "StopContainer", request, pb.ContainerInfo, timeout=CALL_TIMEOUT + grace
             )
-            sys.stdout.write(f"{container_id}\n")
+            output.write_stdout(f"{printable(container_id)}\n")
     return 0
 
 
@@ -250,5 +257,5 @@ async def run_remove(args: argparse.Namespace) -> int:
         for container_id in args.ids:
             request = pb.RemoveContainerRequest(id=container_id, force=args.force)
             await client.call(SERVICE, "RemoveContainer", request, empty_pb2.Empty, timeout=CALL_TIMEOUT)
-            sys.stdout.write(f"{container_id}\n")
+            output.write_stdout(f"{printable(container_id)}\n")
     return 0

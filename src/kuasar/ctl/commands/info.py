@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
+from kuasar._text import printable
+from kuasar.ctl import output
 from kuasar.ctl.commands._common import (
     add_output_format,
+    add_sandbox,
     add_socket_dir,
     format_age,
     positive_seconds,
@@ -33,7 +35,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--connect-timeout", type=positive_seconds, default=2.0, metavar="SECS", help="agent connect bound"
     )
-    parser.add_argument("sandbox", metavar="SANDBOX", help="sandbox ID, unique prefix, or sandbox directory")
+    add_sandbox(parser)
     parser.set_defaults(func=run)
 
 
@@ -82,7 +84,7 @@ def render_table(data: dict[str, Any]) -> str:
         ("Agent", data["agent_version"] or "-"),
     ]
     width = max(len(name) for name, _ in rows)
-    return "".join(f"{name + ':':<{width + 2}}{value}\n" for name, value in rows)
+    return "".join(f"{name + ':':<{width + 2}}{printable(value)}\n" for name, value in rows)
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -107,7 +109,7 @@ async def run(args: argparse.Namespace) -> int:
         info = await guest.system_info(timeout=CALL_TIMEOUT)
     data = as_dict(name, info)
     if args.output == "json":
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        output.write_stdout(json.dumps(data, indent=2) + "\n")
     else:
-        sys.stdout.write(render_table(data))
+        output.write_stdout(render_table(data))
     return 0
