@@ -41,6 +41,21 @@ def kuasarctl(
     )
 
 
+def kuasarctl_as_nobody(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
+    """Run kuasarctl as the unprivileged user 65534 (``setpriv``); skips unless we are root."""
+    import pytest
+
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("needs root and setpriv to run kuasarctl as an unprivileged user")
+    return subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *KUASARCTL, *args],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=timeout,
+        check=False,
+    )
+
+
 @dataclass(frozen=True)
 class LocalSandbox:
     root: str

@@ -51,3 +51,22 @@ def test_framing_is_sans_io() -> None:
     names = imported_modules(SRC / "ttrpc" / "framing.py")
     assert not {n for n in names if n.split(".")[0] in {"asyncio", "socket", "selectors"}}
     assert not {n for n in names if n.startswith("google")}
+
+
+CTL_FILES = sorted((SRC / "ctl").rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", CTL_FILES, ids=lambda p: str(p.relative_to(SRC / "ctl")))
+def test_ctl_reads_sandbox_state_through_public_modules(path: Path) -> None:
+    """``kuasarctl`` reaches local sandboxes through discovery, local and state, never the supervisor."""
+    bad = sorted(name for name in imported_modules(path) if name.startswith("kuasar.sandbox.supervisor"))
+    assert not bad, f"{path.name} imports {bad}"
+
+
+BOTTOM_FILES = [SRC / "errors.py", SRC / "_text.py", SRC / "sandbox" / "state.py"]
+
+
+@pytest.mark.parametrize("path", BOTTOM_FILES, ids=lambda p: p.name)
+def test_bottom_modules_import_nothing_from_kuasar(path: Path) -> None:
+    bad = sorted(name for name in imported_modules(path) if name == "kuasar" or name.startswith("kuasar."))
+    assert not bad, f"{path.name} imports {bad}"

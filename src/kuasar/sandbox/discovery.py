@@ -1,7 +1,8 @@
 """Sandbox discovery: which roots to search, which sandboxes they hold, and which one an ID means.
 
 Layer contract: host side, filesystem only (``os.scandir``/``os.stat``); no sockets, no asyncio, no
-protobuf — ``kuasarctl exec`` resolves a sandbox before anything else. Imports ``kuasar.errors`` only.
+protobuf — ``kuasarctl exec`` resolves a sandbox before anything else. Imports ``kuasar.errors`` and
+``kuasar._text`` only; every ID, prefix and path in a message is escaped with ``printable``.
 
 Rules (design.md "Sandbox roots and resolution"):
 - roots: ``-d DIR`` > ``$KUASAR_SOCKET_DIR`` > both ``/run/kuasar`` and ``/run/kuasar-vmm``;
@@ -9,7 +10,10 @@ Rules (design.md "Sandbox roots and resolution"):
   (Kuasar vmm-sandboxer layout);
 - exact ID > unique prefix > ambiguous (lists all matches) > none (lists every sandbox, or says none
   run and names the roots); case-sensitive; listings sorted;
-- an absolute directory is accepted only when, symlinks and ``..`` resolved, it lies inside a root.
+- an absolute directory is accepted only when, symlinks and ``..`` resolved, it lies inside a root;
+- a root given with ``-d``/``$KUASAR_SOCKET_DIR`` must exist (``no such directory: DIR``); of the two
+  defaults, missing ones are skipped; a root or sandbox directory this user may not read is
+  ``permission denied ... (run as root / sudo)``, never a silent "No pods found".
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kuasar.errors import AmbiguousSandbox, SandboxNotFound, UsageError
+from kuasar._text import printable
+from kuasar.errors import AmbiguousSandbox, SandboxError, SandboxNotFound, UsageError
 
 DEFAULT_ROOTS = ("/run/kuasar", "/run/kuasar-vmm")
 SOCKET_DIR_ENV = "KUASAR_SOCKET_DIR"
@@ -57,10 +62,14 @@ def sandbox_roots(socket_dir: str | None = None, environ: Mapping[str, str] | No
 
 
 def _socket_in(directory: str) -> tuple[str, str] | None:
+    """The sandbox socket in ``directory``, or None. Raises ``PermissionError`` if it may not be read."""
     for name in SOCKET_NAMES:
         candidate = os.path.join(directory, name)
-        if os.path.lexists(candidate):
-            return candidate, "kuasarctl" if name == "task.socket" else "kuasar-vmm"
+        try:
+            os.lstat(candidate)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        return candidate, "kuasarctl" if name == "task.socket" else "kuasar-vmm"
     return None
 
 
@@ -72,26 +81,103 @@ def _ref_for(root: str, sandbox_id: str) -> SandboxRef | None:
     return SandboxRef(sandbox_id, root, directory, found[0], found[1])
 
 
-def list_sandboxes(roots: Sequence[str]) -> list[SandboxRef]:
-    """Every sandbox in ``roots``, sorted by ID (then by root order). Missing roots are skipped."""
+def permission_denied(paths: Sequence[str]) -> SandboxError:
+    """The error for sandbox roots or directories this user may not read (the real layout is root's)."""
+    first = printable(paths[0])
+    more = f" and {len(paths) - 1} more" if len(paths) > 1 else ""
+    return SandboxError(
+        f"permission denied: cannot read {first}{more} (run as root / sudo)",
+        hints=[f"  {printable(path)}" for path in paths[1:]],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """What one look through the roots found.
+
+    Attributes:
+        roots: the roots searched, in order.
+        sandboxes: every sandbox found, sorted by ID (then by root order).
+        missing: ``(root, reason)`` for each root that does not exist or is not a directory.
+        unreadable: roots and sandbox directories this user may not read (each might hold a sandbox).
+    """
+
+    roots: tuple[str, ...]
+    sandboxes: tuple[SandboxRef, ...]
+    missing: tuple[tuple[str, str], ...]
+    unreadable: tuple[str, ...]
+
+    def check_roots(self) -> None:
+        """Raise when the one root given (``-d DIR`` or ``$KUASAR_SOCKET_DIR``) is not a directory.
+
+        Of the two default roots, a missing one is normal (a host without that kind of sandbox);
+        when both are missing the caller reports "No pods found in ...", as the original tool did.
+
+        Raises:
+            SandboxError: ``no such directory: DIR`` or ``not a directory: DIR``.
+        """
+        if len(self.roots) == 1 and self.missing:
+            root, reason = self.missing[0]
+            raise SandboxError(
+                f"{reason}: {printable(root)}",
+                hints=["Check -d/--socket-dir or $KUASAR_SOCKET_DIR (the sandbox root to search)."],
+            )
+
+    def permission_error(self, names: Sequence[str] | None = None) -> SandboxError | None:
+        """The permission error for the unreadable entries (only those that may be ``names``), if any.
+
+        Args:
+            names: when given, only unreadable roots and the unreadable sandbox directories whose name
+                is in ``names`` count.
+        """
+        denied = [
+            path
+            for path in self.unreadable
+            if names is None or path in self.roots or os.path.basename(path) in names
+        ]
+        return permission_denied(denied) if denied else None
+
+
+def scan(roots: Sequence[str]) -> Scan:
+    """Look through ``roots`` once: the sandboxes found, the roots missing, what may not be read."""
     found: list[tuple[str, int, SandboxRef]] = []
+    missing: list[tuple[str, str]] = []
+    unreadable: list[str] = []
     for order, root in enumerate(roots):
         try:
-            entries = list(os.scandir(root))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+        except FileNotFoundError:
+            missing.append((root, "no such directory"))
+            continue
+        except NotADirectoryError:
+            missing.append((root, "not a directory"))
+            continue
+        except PermissionError:
+            unreadable.append(root)
             continue
         for entry in entries:
-            if not entry.is_dir(follow_symlinks=False):
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                ref = _ref_for(root, entry.name)
+            except PermissionError:
+                unreadable.append(entry.path)
                 continue
-            ref = _ref_for(root, entry.name)
+            except OSError:
+                continue
             if ref is not None:
                 found.append((ref.id, order, ref))
     found.sort(key=lambda item: (item[0], item[1]))
-    return [ref for _, _, ref in found]
+    return Scan(tuple(roots), tuple(ref for _, _, ref in found), tuple(missing), tuple(unreadable))
+
+
+def list_sandboxes(roots: Sequence[str]) -> list[SandboxRef]:
+    """Every sandbox in ``roots``, sorted by ID (then by root order). Missing roots are skipped."""
+    return list(scan(roots).sandboxes)
 
 
 def _roots_text(roots: Sequence[str]) -> str:
-    return " or ".join(roots)
+    return " or ".join(printable(root) for root in roots)
 
 
 def _resolve_directory(path: str, roots: Sequence[str]) -> SandboxRef:
@@ -100,15 +186,18 @@ def _resolve_directory(path: str, roots: Sequence[str]) -> SandboxRef:
         real_root = os.path.realpath(root)
         parent = os.path.dirname(real)
         if parent == real_root and real != real_root:
-            ref = _ref_for(root, os.path.basename(real))
+            try:
+                ref = _ref_for(root, os.path.basename(real))
+            except PermissionError:
+                raise permission_denied([path]) from None
             if ref is None:
                 raise SandboxNotFound(
-                    f"No sandbox socket in {path}: expected {' or '.join(SOCKET_NAMES)}",
+                    f"No sandbox socket in {printable(path)}: expected {' or '.join(SOCKET_NAMES)}",
                     hints=["Please check if the pod is running."],
                 )
             return ref
     raise UsageError(
-        f"Sandbox directory {path} is not inside a sandbox root ({_roots_text(roots)})",
+        f"Sandbox directory {printable(path)} is not inside a sandbox root ({_roots_text(roots)})",
         hints=["Pass the sandbox ID, or point -d/--socket-dir at the directory that holds it."],
     )
 
@@ -116,40 +205,56 @@ def _resolve_directory(path: str, roots: Sequence[str]) -> SandboxRef:
 def resolve_sandbox(query: str, roots: Sequence[str]) -> SandboxRef:
     """The one sandbox ``query`` (ID, unique prefix, or absolute sandbox directory) names.
 
+    Directories this user may not read count as possible matches: a prefix that could name one of
+    them is a permission error rather than a guess.
+
     Raises:
         SandboxNotFound: nothing matches (the message lists what exists).
         AmbiguousSandbox: the prefix matches several sandboxes (the message lists them).
+        SandboxError: the one root given does not exist, or a root or sandbox directory that could
+            hold the match may not be read (``permission denied ... (run as root / sudo)``).
         UsageError: empty query, or an absolute path outside every root.
     """
     if not query:
         raise UsageError("empty sandbox ID", hints=["Run 'kuasarctl ps' to list sandboxes."])
     if os.path.isabs(query):
         return _resolve_directory(query, roots)
+    shown = printable(query)
     if "/" in query:
         raise UsageError(f"invalid sandbox ID {query!r}: it contains '/'")
-    sandboxes = list_sandboxes(roots)
+    found = scan(roots)
+    found.check_roots()
+    sandboxes = found.sandboxes
     exact = [ref for ref in sandboxes if ref.id == query]
     if len(exact) == 1:
         return exact[0]
     if len(exact) > 1:
         raise AmbiguousSandbox(
-            f'Pod ID "{query}" exists in several roots:',
+            f'Pod ID "{shown}" exists in several roots:',
             matches=[ref.directory for ref in exact],
-            hints=[*(f"  {ref.directory}" for ref in exact), "Pass -d/--socket-dir to pick one."],
+            hints=[*(f"  {printable(ref.directory)}" for ref in exact), "Pass -d/--socket-dir to pick one."],
         )
     matches = [ref for ref in sandboxes if ref.id.startswith(query)]
-    if len(matches) == 1:
+    candidates = [os.path.basename(path) for path in found.unreadable]
+    denied = found.permission_error([name for name in candidates if name.startswith(query)])
+    if len(matches) == 1 and denied is None:
         return matches[0]
-    if matches:
+    if matches and denied is None:
         ids = [ref.id for ref in matches]
         raise AmbiguousSandbox(
-            f'Pod prefix "{query}" matches multiple pods:',
+            f'Pod prefix "{shown}" matches multiple pods:',
             matches=ids,
-            hints=[*(f"  {sandbox_id}" for sandbox_id in ids), "Please provide a more specific prefix."],
+            hints=[
+                *(f"  {printable(sandbox_id)}" for sandbox_id in ids),
+                "Please provide a more specific prefix.",
+            ],
         )
+    denied = denied or found.permission_error()
+    if denied is not None:
+        raise denied
     if not sandboxes:
         raise SandboxNotFound(f"No pods found in {_roots_text(roots)}. Please check if any pods are running.")
     raise SandboxNotFound(
-        f'No pod found with prefix "{query}". Available pods:',
-        hints=[f"  {ref.id}" for ref in sandboxes],
+        f'No pod found with prefix "{shown}". Available pods:',
+        hints=[f"  {printable(ref.id)}" for ref in sandboxes],
     )

@@ -13,7 +13,7 @@ Directory layout (``ROOT/ID``, mode 0700)::
     task.socket      hybrid vsock socket (0600)
     vsock/1024.sock  agent API listener (guest side)
     vsock/1025.sock  debug console listener (guest side)
-    sandbox.json     state: supervisor and agent PIDs, created, options
+    sandbox.json     state (``kuasar.sandbox.state``): PIDs, created, options, the agent's exit
     sandbox.log      supervisor and agent logs
 """
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import shutil
@@ -30,13 +29,13 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import replace
 
 from kuasar.config import AGENT_PORT, CONSOLE_PORT
 from kuasar.errors import KuasarError, SandboxError
+from kuasar.sandbox.state import STATE_FILE, SandboxState, exit_text, read_state, write_state
 from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
 
-STATE_FILE = "sandbox.json"
 LOG_FILE = "sandbox.log"
 SOCKET_FILE = "task.socket"
 GUEST_DIR = "vsock"
@@ -45,37 +44,8 @@ AGENT_STOP_GRACE = 3.0
 
 log = logging.getLogger("kuasar.sandbox.supervisor")
 
-
-@dataclass(frozen=True, slots=True)
-class SandboxState:
-    """What ``sandbox.json`` records about a running local sandbox."""
-
-    id: str
-    kind: str
-    supervisor_pid: int
-    agent_pid: int
-    created: float
-    debug_console: bool
-    agent_api: bool
-    namespaces: bool
-
-
-def write_state(directory: str, state: SandboxState) -> None:
-    path = os.path.join(directory, STATE_FILE)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as file:
-        json.dump(asdict(state), file)
-    os.replace(tmp, path)
-
-
-def read_state(directory: str) -> SandboxState | None:
-    """The recorded state, or None when there is none or it does not parse."""
-    try:
-        with open(os.path.join(directory, STATE_FILE), encoding="utf-8") as file:
-            data = json.load(file)
-        return SandboxState(**data)
-    except (OSError, ValueError, TypeError):
-        return None
+# The state record lives in kuasar.sandbox.state; its names stay importable from here for older callers.
+__all__ = ["STATE_FILE", "SandboxState", "main", "read_state", "supervise", "write_state"]
 
 
 def _use_namespaces(args: argparse.Namespace) -> bool:
@@ -172,6 +142,17 @@ async def _stop_agent(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+def _record_agent_exit(directory: str, state: SandboxState, returncode: int) -> None:
+    """Log the agent's death and record it in ``sandbox.json`` (``kuasarctl ps`` shows why)."""
+    status, signal_number = (None, -returncode) if returncode < 0 else (returncode, None)
+    died = replace(state, agent_exit_status=status, agent_exit_signal=signal_number, agent_exited=time.time())
+    log.error("sandbox %s: %s", state.id, exit_text(status, signal_number))
+    try:
+        write_state(directory, died)
+    except OSError as exc:
+        log.error("sandbox %s: cannot record the agent's exit: %s", state.id, exc)
+
+
 def _report(ready_fd: int | None, line: str) -> None:
     if ready_fd is None:
         return
@@ -195,25 +176,23 @@ async def supervise(args: argparse.Namespace) -> int:
     try:
         await hvsock.start()
         agent = await _start_agent(directory, args.id, args, log_fd)
-        write_state(
-            directory,
-            SandboxState(
-                id=args.id,
-                kind="local",
-                supervisor_pid=os.getpid(),
-                agent_pid=agent.pid,
-                created=time.time(),
-                debug_console=args.debug_console,
-                agent_api=args.agent_api,
-                namespaces=_use_namespaces(args),
-            ),
+        state = SandboxState(
+            id=args.id,
+            kind="local",
+            supervisor_pid=os.getpid(),
+            agent_pid=agent.pid,
+            created=time.time(),
+            debug_console=args.debug_console,
+            agent_api=args.agent_api,
+            namespaces=_use_namespaces(args),
         )
+        write_state(directory, state)
         _report(args.ready_fd, "ready")
         agent_exit = asyncio.ensure_future(agent.wait())
         stop_wait = asyncio.ensure_future(stop.wait())
         await asyncio.wait({agent_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if agent_exit.done():
-            log.error("sandbox %s: the agent exited with status %s", args.id, agent.returncode)
+            _record_agent_exit(directory, state, agent_exit.result())
             await stop_wait  # a VMM keeps running when its guest agent dies; wait to be stopped
         else:
             agent_exit.cancel()

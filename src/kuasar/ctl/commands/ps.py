@@ -1,9 +1,12 @@
-"""``kuasarctl ps``: every sandbox in the roots, whether it answers, and how old it is.
+"""``kuasarctl ps``: every sandbox in the roots, whether it answers, its state, and how old it is.
 
-Layer contract: ``kuasar.ctl`` only. Probes all sandboxes concurrently, each bounded by
-``--probe-timeout``: REACHABLE is ``yes`` when the guest accepts ``CONNECT 1024`` (its agent API
-port), ``vmm`` when the VMM socket accepts but the guest does not answer there, ``no`` when the
-socket itself refuses (a crashed sandbox).
+Layer contract: ``kuasar.ctl`` only. Finds sandboxes with ``kuasar.sandbox.discovery.scan``, probes
+them all concurrently (each bounded by ``--probe-timeout``) and reads each one's health through
+``kuasar.sandbox.state.sandbox_status`` (a local sandbox's record plus ``/proc``).
+
+REACHABLE is ``yes`` when the guest accepts ``CONNECT 1024`` (its agent API port), ``vmm`` when the
+VMM socket accepts but the guest does not answer there, ``no`` when the socket itself refuses. STATE
+is ``running``, ``unresponsive``, ``agent-exited`` or ``dead``, and REASON says why in words.
 """
 
 from __future__ import annotations
@@ -11,14 +14,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
-import sys
 import time
 from typing import Any
 
+from kuasar._text import printable
 from kuasar.config import AGENT_PORT
+from kuasar.ctl import output
 from kuasar.ctl.commands._common import add_output_format, add_socket_dir, format_age, positive_seconds
-from kuasar.sandbox.discovery import SandboxRef, list_sandboxes, sandbox_roots
+from kuasar.sandbox.discovery import SandboxRef, sandbox_roots, scan
+from kuasar.sandbox.state import sandbox_status
+
+COLUMNS = ("ID", "KIND", "REACHABLE", "AGE", "STATE", "REASON", "SOCKET")
+DESCRIPTION = """List every sandbox in the roots, probe whether it answers, and say why when it does not.
+
+REACHABLE: yes (the guest accepts its agent API port), vmm (the VMM socket accepts, the guest does
+not answer), no (the socket refuses). STATE: running, unresponsive, agent-exited (the VMM runs, its
+agent is gone) or dead; REASON says why in words, e.g. "agent exited with status 137".
+-o json adds the PIDs of a local sandbox's supervisor and agent.
+
+Exit status: 0; 125 when the root given with -d/$KUASAR_SOCKET_DIR does not exist, or (after the
+listing) when a root or sandbox directory may not be read (run as root)."""
 
 
 def register(commands: Any) -> None:
@@ -26,14 +41,21 @@ def register(commands: Any) -> None:
         "ps",
         aliases=["ls"],
         help="list sandboxes",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description=DESCRIPTION,
+        epilog="examples:\n"
+        "  kuasarctl ps\n"
+        "  kuasarctl ps -d /tmp/ksr -o json\n"
+        "  kuasarctl ps -q --no-headers | xargs -n1 kuasarctl sandbox stop",
     )
     add_socket_dir(parser)
     add_output_format(parser)
     parser.add_argument(
         "--probe-timeout", type=positive_seconds, default=0.5, metavar="SECS", help="per-sandbox probe bound"
     )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print IDs only")
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="IDs only (with -o json: a JSON list of IDs)"
+    )
+    parser.add_argument("--no-headers", action="store_true", help="omit the table's header line")
     parser.set_defaults(func=run)
 
 
@@ -56,48 +78,59 @@ async def _probe(ref: SandboxRef, bound: float) -> str:
     return "yes"
 
 
-def _describe(ref: SandboxRef, reachable: str, now: float) -> dict[str, Any]:
-    from kuasar.sandbox.supervisor import read_state
-
-    state = read_state(ref.directory)
-    if state is not None:
-        created = state.created
-        kind = state.kind
-    else:
-        try:
-            created = os.stat(ref.directory).st_mtime
-        except OSError:
-            created = now
-        kind = ref.layout
+def describe(ref: SandboxRef, reachable: str, now: float) -> dict[str, Any]:
+    """One ``ps -o json`` row: the sandbox, the probe's verdict, its state and why, its PIDs."""
+    status = sandbox_status(ref.directory, ref.layout, reachable)
+    created = status.created if status.created is not None else now
     return {
         "id": ref.id,
-        "kind": kind,
+        "kind": status.kind,
         "socket": ref.socket,
         "reachable": reachable,
+        "state": status.state,
+        "reason": status.reason,
         "created": created,
         "age_seconds": round(now - created, 3),
         "root": ref.root,
+        "supervisor_pid": status.supervisor_pid,
+        "agent_pid": status.agent_pid,
     }
 
 
+def render_table(rows: list[dict[str, Any]], *, headers: bool = True) -> str:
+    """The aligned table (every cell escaped with ``printable``); the last column is not padded."""
+    lines: list[tuple[str, ...]] = [COLUMNS] if headers else []
+    for row in rows:
+        cells = (row["id"], row["kind"], row["reachable"], format_age(row["age_seconds"]), row["state"])
+        lines.append((*cells, row["reason"] or "-", row["socket"]))
+    table = [[printable(cell) for cell in line] for line in lines]
+    if not table:
+        return ""
+    widths = [max(len(line[col]) for line in table) for col in range(len(COLUMNS) - 1)]
+    return "".join(
+        "   ".join([*(cell.ljust(width) for cell, width in zip(line, widths, strict=False)), line[-1]]) + "\n"
+        for line in table
+    )
+
+
 async def run(args: argparse.Namespace) -> int:
+    """List the sandboxes; exit 125 after the listing when some could not be read (permission)."""
     import asyncio
 
-    refs = list_sandboxes(sandbox_roots(args.socket_dir))
+    found = scan(sandbox_roots(args.socket_dir))
+    found.check_roots()
+    refs = list(found.sandboxes)
     reachable = await asyncio.gather(*(_probe(ref, args.probe_timeout) for ref in refs))
     now = time.time()
-    rows = [_describe(ref, state, now) for ref, state in zip(refs, reachable, strict=True)]
+    rows = [describe(ref, verdict, now) for ref, verdict in zip(refs, reachable, strict=True)]
     if args.output == "json":
-        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        data: list[Any] = [row["id"] for row in rows] if args.quiet else rows
+        output.write_stdout(json.dumps(data, indent=2) + "\n")
     elif args.quiet:
-        sys.stdout.write("".join(f"{row['id']}\n" for row in rows))
+        output.write_stdout("".join(f"{printable(row['id'])}\n" for row in rows))
     else:
-        table = [("ID", "KIND", "REACHABLE", "AGE", "SOCKET")]
-        table += [
-            (r["id"], r["kind"], r["reachable"], format_age(r["age_seconds"]), r["socket"]) for r in rows
-        ]
-        widths = [max(len(row[col]) for row in table) for col in range(4)]
-        for row in table:
-            cells = [cell.ljust(width) for cell, width in zip(row[:4], widths, strict=True)]
-            sys.stdout.write("   ".join([*cells, row[4]]) + "\n")
+        output.write_stdout(render_table(rows, headers=not args.no_headers))
+    denied = found.permission_error()
+    if denied is not None:
+        raise denied
     return 0
