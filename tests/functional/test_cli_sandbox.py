@@ -11,7 +11,12 @@ import time
 import pytest
 
 from kuasar.sandbox.supervisor import read_state
-from tests.functional.cli_helpers import kuasarctl, local_sandbox, pids_with_cmdline, short_tmpdir
+from tests.functional.cli_helpers import (
+    kuasarctl,
+    local_sandbox,
+    pids_with_cmdline,
+    short_tmpdir,
+)
 
 
 def test_run_ps_exec_stop_lifecycle() -> None:
@@ -105,6 +110,8 @@ def test_crashed_sandbox_shows_unreachable_and_stop_cleans_it() -> None:
         assert pids_with_cmdline(f"{directory}/vsock/1025.sock") == []  # the guest died with its VMM
         (row,) = json.loads(kuasarctl("ps", "-d", sandbox.root, "-o", "json").stdout)
         assert row["reachable"] == "no"
+        assert row["state"] == "dead"
+        assert row["reason"] == f"the sandbox supervisor (PID {state.supervisor_pid}) is not running"
         exec_result = sandbox.exec("true", flags=["--connect-timeout", "0.5"])
         assert exec_result.returncode == 125
         stopped = kuasarctl("sandbox", "stop", "-d", sandbox.root, sandbox.id)
@@ -128,3 +135,52 @@ def test_stop_unknown_sandbox_is_an_error() -> None:
         assert result.stderr.decode().startswith(f"Error: No pods found in {root}.")
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _bad_root_cases(tmp: str) -> list[tuple[str, int, str]]:
+    file = os.path.join(tmp, "file")
+    long_root = os.path.join(tmp, "d" * (100 - len(tmp)))
+    return [
+        (
+            "/proc/nope",
+            125,
+            "Error: cannot create /proc/nope: /proc (a proc filesystem) does not allow new directories",
+        ),
+        (
+            "/proc/1",
+            125,
+            "Error: cannot create /proc/1/x: /proc/1 (a proc filesystem) does not allow new directories",
+        ),
+        (file, 125, f"Error: {file} already exists and is not a directory"),
+        (
+            f"{file}/sub",
+            125,
+            f"Error: cannot create {file}/sub: {file} already exists and is not a directory",
+        ),
+        (
+            long_root,
+            2,
+            f"Error: sandbox directory {long_root}/x is too long for its UNIX sockets (at most 91 bytes)",
+        ),
+    ]
+
+
+def test_run_with_a_bad_root_names_the_real_cause() -> None:
+    tmp = short_tmpdir()
+    try:
+        open(os.path.join(tmp, "file"), "w").close()
+        for root, code, first_line in _bad_root_cases(tmp):
+            result = kuasarctl("sandbox", "run", "-d", root, "--name", "x")
+            err = result.stderr.decode()
+            assert (result.returncode, err.splitlines()[0]) == (code, first_line), err
+            assert "Traceback" not in err
+        assert sorted(os.listdir(tmp)) == ["file"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("flags", [["-d", ""], ["--name", ""]])
+def test_empty_root_or_name_is_a_usage_error(flags: list[str]) -> None:
+    result = kuasarctl("sandbox", "run", *flags)
+    assert result.returncode == 2
+    assert "must not be empty" in result.stderr.decode()

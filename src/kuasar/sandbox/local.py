@@ -20,9 +20,11 @@ import sys
 import time
 from dataclasses import dataclass
 
+from kuasar._text import printable
 from kuasar.errors import SandboxError, UsageError
 from kuasar.sandbox.discovery import SandboxRef
-from kuasar.sandbox.supervisor import LOG_FILE, SOCKET_FILE, SandboxState, read_state
+from kuasar.sandbox.state import SandboxState, is_supervisor, read_state
+from kuasar.sandbox.supervisor import LOG_FILE, SOCKET_FILE
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 START_TIMEOUT = 20.0
@@ -77,36 +79,106 @@ def supervisor_command(root: str, sandbox_id: str, options: LocalOptions) -> lis
     return command
 
 
+def _filesystem_type(path: str) -> str | None:
+    """The type of the filesystem ``path`` is on (``/proc/self/mounts``), or None."""
+    real, best, fstype = os.path.realpath(path), "", None
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as file:
+            for line in file:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
+                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
+                if inside and len(mount) >= len(best):
+                    best, fstype = mount, fields[2]
+    except OSError:
+        return None
+    return fstype
+
+
+def _first_non_directory(path: str) -> str | None:
+    """The first existing component of ``path`` that is not a directory, if any."""
+    current = "/"
+    for part in path.strip("/").split("/"):
+        current = os.path.join(current, part)
+        if not os.path.lexists(current):
+            return None
+        if not os.path.isdir(current):
+            return current
+    return None
+
+
+def _creation_error(path: str, exc: OSError) -> SandboxError:
+    """Why ``path`` (the root or ``ROOT/ID``) could not be created, in the operator's terms."""
+    shown = printable(path)
+    if isinstance(exc, PermissionError):
+        return SandboxError(
+            f"cannot create {shown}: permission denied",
+            hints=["Run as root, or choose a writable root with -d/--socket-dir."],
+        )
+    if isinstance(exc, (NotADirectoryError, FileExistsError)):
+        blocker = _first_non_directory(path)
+        if blocker is not None:
+            return SandboxError(
+                f"cannot create {shown}: {printable(blocker)} already exists and is not a directory",
+                hints=["Point -d/--socket-dir at a directory (it is created if missing)."],
+            )
+    parent = os.path.dirname(path)
+    if isinstance(exc, FileNotFoundError) and os.path.isdir(parent):
+        fstype = _filesystem_type(parent)
+        on = f" (a {fstype} filesystem)" if fstype else ""
+        return SandboxError(
+            f"cannot create {shown}: {printable(parent)}{on} does not allow new directories",
+            hints=["Choose a root on an ordinary filesystem, e.g. -d /tmp/kuasar."],
+        )
+    return SandboxError(f"cannot create {shown}: {exc.strerror or exc}")
+
+
 def prepare_directory(root: str, sandbox_id: str) -> str:
-    """Create ``ROOT/ID`` (0700); refuse an existing one or a path too long for its sockets."""
+    """Create ``ROOT/ID`` (0700); refuse an existing one or a path too long for its sockets.
+
+    Raises:
+        UsageError: an empty root, a bad ID, or ``ROOT/ID`` too long for its UNIX sockets.
+        SandboxError: the sandbox exists already, or the directory cannot be created (the message
+            names the real cause: permission, a file in the way, a filesystem like /proc).
+    """
     validate_id(sandbox_id)
+    if not root:
+        raise UsageError("empty sandbox root", hints=["Pass -d DIR with a directory name."])
     root = os.path.abspath(root)
     directory = os.path.join(root, sandbox_id)
-    if len(directory.encode()) + _GUEST_SUFFIX > _MAX_SOCKET_PATH:
+    if len(os.fsencode(directory)) + _GUEST_SUFFIX > _MAX_SOCKET_PATH:
         raise UsageError(
-            f"sandbox directory {directory} is too long for its UNIX sockets",
+            f"sandbox directory {printable(directory)} is too long for its UNIX sockets "
+            f"(at most {_MAX_SOCKET_PATH - _GUEST_SUFFIX} bytes)",
             hints=["Use a shorter -d/--socket-dir or --name."],
+        )
+    if os.path.lexists(root) and not os.path.isdir(root):
+        raise SandboxError(
+            f"{printable(root)} already exists and is not a directory",
+            hints=["Point -d/--socket-dir at a directory (it is created if missing)."],
         )
     try:
         os.makedirs(root, mode=0o755, exist_ok=True)
+    except OSError as exc:
+        raise _creation_error(exc.filename or root, exc) from None
+    try:
         os.mkdir(directory, mode=0o700)
     except FileExistsError:
         raise SandboxError(
-            f"sandbox {sandbox_id} already exists in {root}",
-            hints=[f"Stop it first: kuasarctl sandbox stop -d {root} {sandbox_id}"],
+            f"sandbox {sandbox_id} already exists in {printable(root)}",
+            hints=[f"Stop it first: kuasarctl sandbox stop -d {printable(root)} {sandbox_id}"],
         ) from None
-    except PermissionError:
-        raise SandboxError(
-            f"cannot create {directory}: permission denied",
-            hints=["Run as root, or choose a writable root with -d/--socket-dir."],
-        ) from None
+    except OSError as exc:
+        raise _creation_error(directory, exc) from None
     return directory
 
 
 def _log_tail(directory: str, lines: int = 5) -> list[str]:
     try:
         with open(os.path.join(directory, LOG_FILE), encoding="utf-8", errors="replace") as file:
-            return [f"  {line.rstrip()}" for line in file.readlines()[-lines:]]
+            return [f"  {printable(line.rstrip())}" for line in file.readlines()[-lines:]]
     except OSError:
         return []
 
@@ -172,7 +244,7 @@ def start_sandbox(root: str, sandbox_id: str, options: LocalOptions) -> str:
             os.close(write_fd)
     if report == "ready":
         return directory
-    if pid is not None and _is_our_process(pid):
+    if pid is not None and is_supervisor(pid):
         _kill_group(pid)
     hints = _log_tail(directory)
     shutil.rmtree(directory, ignore_errors=True)
@@ -181,21 +253,14 @@ def start_sandbox(root: str, sandbox_id: str, options: LocalOptions) -> str:
     )
 
 
-def _is_our_process(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as file:
-            return b"kuasar.sandbox.supervisor" in file.read()
-    except OSError:
-        return False
-
-
 def _kill_group(pid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
 
 
 def supervisor_alive(state: SandboxState | None) -> bool:
-    return state is not None and _is_our_process(state.supervisor_pid)
+    """True when ``state`` names a supervisor that still runs."""
+    return state is not None and is_supervisor(state.supervisor_pid)
 
 
 def stop_sandbox(ref: SandboxRef, timeout: float = STOP_TIMEOUT) -> bool:
@@ -218,9 +283,9 @@ def stop_sandbox(ref: SandboxRef, timeout: float = STOP_TIMEOUT) -> bool:
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.supervisor_pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _is_our_process(state.supervisor_pid) and time.monotonic() < deadline:
+        while is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        if _is_our_process(state.supervisor_pid):
+        if is_supervisor(state.supervisor_pid):
             _kill_group(state.supervisor_pid)
     shutil.rmtree(ref.directory, ignore_errors=True)
     return was_running

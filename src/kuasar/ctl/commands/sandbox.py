@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from typing import Any
 
-from kuasar.ctl.commands._common import add_socket_dir, resolve
+from kuasar._text import printable
+from kuasar.ctl import output
+from kuasar.ctl.commands._common import add_socket_dir, non_empty, resolve
 from kuasar.errors import UsageError
 
 #: Local sandboxes go here as root (where discovery looks by default).
@@ -23,21 +24,35 @@ def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "sandbox",
         help="run and stop local sandboxes",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description="Run and stop local sandboxes for development: the guest agent runs as a process "
+        "behind a hybrid vsock socket, no VM needed.",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    actions = parser.add_subparsers(
+        dest="action", metavar="ACTION", required=True, help="run or stop (see ACTION --help)"
+    )
 
     run_parser: argparse.ArgumentParser = actions.add_parser(
-        "run", help="start a local sandbox in the background"
+        "run",
+        help="start a local sandbox in the background",
+        description="Start a local sandbox in ROOT/ID, print its ID, and return once its agent serves.",
+        epilog="examples:\n"
+        "  kuasarctl sandbox run -d /tmp/ksr --name pod-1\n"
+        "  kuasarctl exec -d /tmp/ksr pod-1 uname -a\n"
+        "  kuasarctl sandbox stop -d /tmp/ksr pod-1",
     )
-    run_parser.add_argument("--name", metavar="ID", help="sandbox ID (default: 64 random hex digits)")
-    add_socket_dir(run_parser)
+    run_parser.add_argument(
+        "--name", metavar="ID", type=non_empty, help="sandbox ID (default: 64 random hex digits)"
+    )
+    add_socket_dir(
+        run_parser,
+        help=f"sandbox root to create it in (default: $KUASAR_SOCKET_DIR, else {DEFAULT_LOCAL_ROOT})",
+    )
     run_parser.add_argument("--foreground", action="store_true", help="stay in the foreground until Ctrl-C")
     run_parser.add_argument(
         "--debug-console",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="serve the debug console on vsock port 1025 (default on)",
+        help="serve the debug console on vsock port 1025",
     )
     run_parser.add_argument(
         "--agent-api",
@@ -49,16 +64,24 @@ def register(commands: Any) -> None:
         "--namespaces",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="as root: own PID/mount/UTS/IPC namespaces, agent as PID 1 (default on)",
+        help="as root: own PID/mount/UTS/IPC namespaces, agent as PID 1",
     )
     run_parser.add_argument(
         "--shell", metavar="PATH", help="debug console shell (default /bin/bash, else /bin/sh)"
     )
-    run_parser.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    run_parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=("debug", "info", "warning", "error"),
+        help="sandbox.log detail",
+    )
     run_parser.set_defaults(func=run)
 
     stop_parser: argparse.ArgumentParser = actions.add_parser(
-        "stop", aliases=["rm"], help="stop local sandboxes"
+        "stop",
+        aliases=["rm"],
+        help="stop local sandboxes",
+        description="Stop local sandboxes (or clean up crashed ones) and remove their directories.",
     )
     add_socket_dir(stop_parser)
     stop_parser.add_argument("sandboxes", nargs="+", metavar="SANDBOX", help="ID or unique prefix")
@@ -83,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from kuasar.sandbox import local
 
     root = _local_root(args)
-    sandbox_id = local.validate_id(args.name) if args.name else local.new_sandbox_id()
+    sandbox_id = local.validate_id(args.name) if args.name is not None else local.new_sandbox_id()
     options = local.LocalOptions(
         debug_console=args.debug_console,
         agent_api=args.agent_api,
@@ -93,12 +116,12 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.foreground:
         directory = local.prepare_directory(root, sandbox_id)
-        sys.stdout.write(sandbox_id + "\n")
-        sys.stdout.flush()
+        output.write_stdout(sandbox_id + "\n")
+        output.flush_stdout()
         command = local.supervisor_command(os.path.dirname(directory), sandbox_id, options)
         os.execv(command[0], command)
     local.start_sandbox(root, sandbox_id, options)
-    sys.stdout.write(sandbox_id + "\n")
+    output.write_stdout(sandbox_id + "\n")
     return 0
 
 
@@ -108,5 +131,5 @@ def stop(args: argparse.Namespace) -> int:
     refs = [resolve(args, query) for query in args.sandboxes]
     for ref in refs:
         local.stop_sandbox(ref)
-        sys.stdout.write(ref.id + "\n")
+        output.write_stdout(printable(ref.id) + "\n")
     return 0
