@@ -16,10 +16,9 @@ from kuasar.agent.logs import (
     LogStore,
     decode_record,
     encode_record,
-    format_time,
-    parse_time,
 )
 from kuasar.errors import RPCError
+from kuasar.logtime import format_time, parse_time
 from kuasar.ttrpc.codes import Code
 
 

@@ -1,8 +1,8 @@
 """Per-container log store: timestamped lines per stream, bounded on disk, with tail/since/follow.
 
 Layer contract: guest side, used by :mod:`kuasar.agent.containers` (writer) and the Logs handler
-(reader). Knows files and asyncio, never ttrpc or protobuf; imports only ``kuasar.errors`` and
-``kuasar.ttrpc.codes``.
+(reader). Knows files and asyncio, never ttrpc or protobuf; imports only ``kuasar.errors``,
+``kuasar.ttrpc.codes`` and :mod:`kuasar.logtime` (the stamp format, shared with the CLI).
 
 On disk each container has ``DIR/<id>.log`` and, after rotation, ``DIR/<id>.log.1`` ... (at most
 ``max_files`` files of about ``max_size`` bytes each; the oldest is dropped). Each line is one JSON
@@ -22,7 +22,6 @@ bounded whatever the number of followers or the speed of the writer.
 from __future__ import annotations
 
 import asyncio
-import calendar
 import contextlib
 import json
 import os
@@ -33,6 +32,7 @@ from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 
 from kuasar.errors import RPCError
+from kuasar.logtime import format_time, parse_time
 from kuasar.ttrpc.codes import Code
 
 #: docker's json-file splits lines at 16 KiB; so do we.
@@ -60,20 +60,6 @@ class LogLine:
     stream: str
     data: bytes
     timestamp: int
-
-
-def format_time(timestamp_ns: int) -> str:
-    """RFC 3339 with nanoseconds in UTC, as docker writes it."""
-    seconds, nanos = divmod(timestamp_ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{nanos:09d}Z"
-
-
-def parse_time(text: str) -> int:
-    """Inverse of :func:`format_time` (also accepts fewer fraction digits and no fraction)."""
-    head, _, frac = text.rstrip("Z").partition(".")
-    seconds = calendar.timegm(time.strptime(head, "%Y-%m-%dT%H:%M:%S"))
-    nanos = int((frac + "000000000")[:9]) if frac else 0
-    return seconds * 1_000_000_000 + nanos
 
 
 def encode_record(line: LogLine) -> bytes:

@@ -98,7 +98,7 @@ def register(commands: Any) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from kuasar.agent.logs import format_time
+    from kuasar.logtime import format_time
     from kuasar.proto import agent_pb2 as pb
 
     now = time.time_ns()
