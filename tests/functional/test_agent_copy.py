@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kuasar.agent.copy import FILE, TAR, CopyMeta, copy_in, copy_out, resolve_in_root
 from kuasar.errors import RPCError
+from kuasar.fscopy import FILE, TAR, CopyMeta, copy_in, copy_out
+from kuasar.rootpath import resolve_in_root
 from kuasar.ttrpc.codes import Code
 
 

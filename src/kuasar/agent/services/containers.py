@@ -2,13 +2,14 @@
 
 Layer contract: guest side; the only place that turns protobuf messages into calls on
 :class:`~kuasar.agent.containers.ContainerManager`, :mod:`kuasar.agent.logs` and
-:mod:`kuasar.agent.copy` and back. Imports ``kuasar.ttrpc`` and the generated ``agent_pb2``; never
+:mod:`kuasar.fscopy` and back. Imports ``kuasar.ttrpc`` and the generated ``agent_pb2``; never
 ``kuasar.ctl`` or ``kuasar.sandbox``.
 
 Statuses: an unknown container is ``NOT_FOUND``; a duplicate create ``ALREADY_EXISTS``; a bad ID or
 bundle ``INVALID_ARGUMENT``; stopping a container that has already stopped, starting one that is not
 ``created``, or removing a live one without ``force`` is ``FAILED_PRECONDITION``; a copy path that
-escapes the rootfs is ``PERMISSION_DENIED``.
+escapes the rootfs, or a tar member that would land outside the destination, is
+``PERMISSION_DENIED``.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 
+from kuasar import fscopy as copying
 from kuasar import ttrpc
-from kuasar.agent import copy as copying
 from kuasar.agent.containers import DEFAULT_STOP_TIMEOUT, ContainerInfo, ContainerManager
 from kuasar.agent.logs import LogQuery
 from kuasar.config import DEFAULT_LIMITS, Limits

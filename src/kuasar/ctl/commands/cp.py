@@ -3,8 +3,8 @@
 Layer contract: ``kuasar.ctl`` only. One of SRC and DEST is ``SANDBOX:PATH`` (a local path with a
 colon needs a ``./`` prefix); ``--container ID`` confines the remote path to that container's
 rootfs, otherwise it is the guest's own filesystem. Streams through the agent's ``CopyIn`` and
-``CopyOut``; the local end uses :mod:`kuasar.agent.copy` with root ``/`` so both ends follow the
-same rules (onto an existing directory the source lands inside it under its own name; a missing
+``CopyOut``; the local end uses the neutral :mod:`kuasar.fscopy` with root ``/`` so both ends follow
+the same rules (onto an existing directory the source lands inside it under its own name; a missing
 destination takes the source's place; a destination ending in ``/`` must be an existing directory;
 modes and mtimes are kept). A progress line goes to stderr only when stderr is a terminal and the
 copy is large; nothing is printed on a pipe.
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> Coroutine[Any, Any, int]:
 
 
 async def _copy_to(args: argparse.Namespace, local: str, name: str, remote: Endpoint) -> int:
-    from kuasar.agent import copy as copying
+    from kuasar import fscopy as copying
     from kuasar.proto import agent_pb2 as pb
 
     assert remote.sandbox is not None
@@ -163,7 +163,7 @@ async def _copy_to(args: argparse.Namespace, local: str, name: str, remote: Endp
 
 
 async def _copy_from(args: argparse.Namespace, remote: Endpoint, local: str) -> int:
-    from kuasar.agent import copy as copying
+    from kuasar import fscopy as copying
     from kuasar.errors import ProtocolError
     from kuasar.proto import agent_pb2 as pb
 
