@@ -9,9 +9,20 @@ and the host CLI (the local end of ``kuasarctl cp``); imports neither ``kuasar.a
 Writing (:func:`tar_chunks`): PAX, member names relative to the directory, modes and mtimes kept,
 owner names dropped, symlinks stored as links (never followed).
 
-Reading (:func:`extract`): member names must be relative without ``..`` (``PERMISSION_DENIED``);
-each is resolved inside the root. Devices, FIFOs and other member types are ``INVALID_ARGUMENT``;
-so is a stream that is not a tar.
+Reading (:func:`extract`): the archive may be hostile, so every member is checked before anything
+is written for it, and the first bad member fails the whole copy with ``PERMISSION_DENIED``
+(members before it may already have been written, as with ``tar``):
+
+- a name that is absolute or has a ``..`` component;
+- a name that goes through a symlink placed earlier by the same archive (``up -> ..``, then
+  ``up/sibling``), or that would be a directory at such a symlink;
+- a name that, resolved inside the root, lands outside the destination (through a symlink that
+  was already there);
+- a symlink whose target — relative to the link's directory, or absolute within the root — is not
+  inside the destination;
+- a hard link whose source is absolute, has ``..``, goes through such a symlink, or is outside.
+
+Devices, FIFOs and other member types are ``INVALID_ARGUMENT``; so is a stream that is not a tar.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import IO, Any
 
 from kuasar.errors import RPCError
-from kuasar.rootpath import host_path, os_error, resolve_in_root
+from kuasar.rootpath import host_path, is_under, os_error, resolve_in_root
 from kuasar.ttrpc.codes import Code
 
 #: Largest block read from or written to a member at once.
@@ -158,7 +169,101 @@ async def tar_chunks(fd: int, directory: str, chunk_size: int) -> AsyncGenerator
         os.close(fd)
 
 
-# -- reading ---------------------------------------------------------------------------------------
+# -- reading: where a member may go ------------------------------------------------------------
+
+
+def _refused(name: str, why: str) -> RPCError:
+    return RPCError(Code.PERMISSION_DENIED, f"unsafe tar member {name!r}: {why}")
+
+
+class MemberRules:
+    """Where the members of one archive may be written: inside ``base``, never through a symlink
+    the archive itself placed. Keeps the archive's symlinks as it goes (feed members in order).
+
+    Args:
+        root: the directory that is ``/`` for the paths (a container rootfs, or ``/``).
+        base: the destination directory, an in-root path already resolved.
+    """
+
+    def __init__(self, root: str, base: str) -> None:
+        self.root = root
+        self.base = "/" + "/".join(part for part in base.split("/") if part)
+        self._links: set[tuple[str, ...]] = set()
+
+    @staticmethod
+    def parts(name: str) -> tuple[str, ...]:
+        """A member name's components (``.`` and empty ones dropped).
+
+        Raises:
+            RPCError: ``PERMISSION_DENIED`` for an absolute name or a ``..`` component.
+        """
+        if name.startswith("/"):
+            raise _refused(name, "an absolute path")
+        parts = tuple(part for part in name.split("/") if part not in ("", "."))
+        if ".." in parts:
+            raise _refused(name, "a '..' component")
+        return parts
+
+    def _through_links(self, name: str, parts: tuple[str, ...], upto: int) -> None:
+        for end in range(1, upto + 1):
+            if parts[:end] in self._links:
+                link = "/".join(parts[:end])
+                raise _refused(name, f"goes through the symlink {link!r} placed earlier in the archive")
+
+    def _inside(self, name: str, parts: tuple[str, ...], *, follow_last: bool) -> str:
+        if not parts:
+            return host_path(self.root, self.base)
+        in_root = resolve_in_root(
+            self.root, self.base.rstrip("/") + "/" + "/".join(parts), follow_last=follow_last
+        )
+        if not is_under(in_root, self.base):
+            raise _refused(name, "leads outside the destination through an existing symlink")
+        return host_path(self.root, in_root)
+
+    def directory(self, name: str) -> str:
+        """The real path for a directory member (an existing symlink inside the base is followed)."""
+        parts = self.parts(name)
+        self._through_links(name, parts, len(parts))
+        return self._inside(name, parts, follow_last=True)
+
+    def entry(self, name: str) -> str:
+        """The real path for a file, symlink or hard-link member (the last component is replaced)."""
+        parts = self.parts(name)
+        self._through_links(name, parts, len(parts) - 1)
+        return self._inside(name, parts, follow_last=False)
+
+    def symlink(self, name: str, target: str) -> None:
+        """Check a symlink member's target and remember the link.
+
+        Raises:
+            RPCError: ``PERMISSION_DENIED`` when the target is not inside the destination.
+        """
+        parts = self.parts(name)
+        if not target:
+            raise _refused(name, "a symlink with an empty target")
+        start = [] if target.startswith("/") else [p for p in self.base.split("/") if p] + list(parts[:-1])
+        where = start
+        for part in target.split("/"):
+            if part == "..":
+                if not where:
+                    raise _refused(name, f"a symlink to {target!r}, above the root")
+                where = where[:-1]
+            elif part not in ("", "."):
+                where = [*where, part]
+        if not is_under("/" + "/".join(where), self.base):
+            raise _refused(name, f"a symlink to {target!r}, outside the destination")
+        self._links.add(parts)
+
+    def hardlink(self, name: str, source: str) -> str:
+        """The real path of a hard-link member's source (an earlier member of the same archive)."""
+        parts = self.parts(source)
+        self._through_links(source, parts, len(parts) - 1)
+        if parts in self._links:  # a link to one of our symlinks is that symlink again
+            self._links.add(self.parts(name))
+        return self._inside(source, parts, follow_last=False)
+
+
+# -- reading: writing the members ----------------------------------------------------------------
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -167,20 +272,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _member_path(root: str, base: str, name: str, *, follow_last: bool = False) -> str:
-    parts = [part for part in name.split("/") if part not in ("", ".")]
-    if name.startswith("/") or ".." in parts:
-        raise RPCError(Code.PERMISSION_DENIED, f"tar member escapes the destination: {name!r}")
-    if not parts:
-        return base
-    return resolve_in_root(root, base.rstrip("/") + "/" + "/".join(parts), follow_last=follow_last)
-
-
-def _extract_member(root: str, base: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> tuple[str, int]:
-    mode = member.mode & 0o7777
+def _extract_member(rules: MemberRules, member: tarfile.TarInfo, tar: tarfile.TarFile) -> tuple[str, int]:
+    """Write one member; return ``(directory path or "", file bytes written)``."""
     if member.isdir():
-        # An existing symlink here is followed inside the root, so the chmod below never leaves it.
-        host = host_path(root, _member_path(root, base, member.name, follow_last=True))
+        host = rules.directory(member.name)
         try:
             is_dir = stat.S_ISDIR(os.lstat(host).st_mode)
         except FileNotFoundError:
@@ -190,7 +285,12 @@ def _extract_member(root: str, base: str, member: tarfile.TarInfo, tar: tarfile.
                 os.unlink(host)
             os.mkdir(host, 0o700)
         return host, 0
-    host = host_path(root, _member_path(root, base, member.name))
+    if not (member.issym() or member.islnk() or member.isreg()):
+        raise RPCError(Code.INVALID_ARGUMENT, f"unsupported tar member type: {member.name!r}")
+    host = rules.entry(member.name)
+    if member.issym():
+        rules.symlink(member.name, member.linkname)
+    source = rules.hardlink(member.name, member.linkname) if member.islnk() else ""
     if os.path.isdir(host) and not os.path.islink(host):
         raise RPCError(Code.FAILED_PRECONDITION, f"cannot replace a directory with a file: {member.name}")
     if os.path.lexists(host):
@@ -200,17 +300,15 @@ def _extract_member(root: str, base: str, member: tarfile.TarInfo, tar: tarfile.
         os.utime(host, (member.mtime, member.mtime), follow_symlinks=False)
         return "", 0
     if member.islnk():
-        os.link(host_path(root, _member_path(root, base, member.linkname)), host, follow_symlinks=False)
+        os.link(source, host, follow_symlinks=False)
         return "", 0
-    if not member.isreg():
-        raise RPCError(Code.INVALID_ARGUMENT, f"unsupported tar member type: {member.name}")
-    source = tar.extractfile(member)
-    assert source is not None
+    data = tar.extractfile(member)
+    assert data is not None
     fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        while data := source.read(CHUNK):
-            _write_all(fd, data)
-        os.fchmod(fd, mode)
+        while block := data.read(CHUNK):
+            _write_all(fd, block)
+        os.fchmod(fd, member.mode & 0o7777)
         os.utime(fd, (member.mtime, member.mtime))
     finally:
         os.close(fd)
@@ -221,17 +319,18 @@ def _extract_all(root: str, base: str, mode: int, mtime: int, stream: IO[bytes])
     host_base = host_path(root, base)
     if not os.path.isdir(host_base):
         os.mkdir(host_base, 0o700)
+    rules = MemberRules(root, base)
     directories: list[tuple[str, tarfile.TarInfo]] = []
     written = 0
     top_seen = False
     with tarfile.open(fileobj=stream, mode="r|") as tar:
         for member in tar:
-            host, size = _extract_member(root, base, member, tar)
+            host, size = _extract_member(rules, member, tar)
             written += size
             if host:
                 directories.append((host, member))
                 top_seen = top_seen or host == host_base
-    for host, member in reversed(directories):
+    for host, member in reversed(directories):  # after their contents, so the mtimes stay
         os.chmod(host, member.mode & 0o7777)
         os.utime(host, (member.mtime, member.mtime))
     if not top_seen:
@@ -257,8 +356,8 @@ async def extract(  # noqa: PLR0917 - where, and the destination's own mode and 
         The bytes of regular-file data written.
 
     Raises:
-        RPCError: ``PERMISSION_DENIED`` for an absolute member name or one with ``..``,
-            ``INVALID_ARGUMENT`` for a bad tar stream or member type, and the status
+        RPCError: ``PERMISSION_DENIED`` for a member that would land outside ``base`` (see the
+            module docs), ``INVALID_ARGUMENT`` for a bad tar stream or member type, and the status
             of a failed file operation.
     """
     pipe = _Pipe()
@@ -293,4 +392,4 @@ async def extract(  # noqa: PLR0917 - where, and the destination's own mode and 
     return int(result["written"])
 
 
-__all__ = ["CHUNK", "extract", "tar_chunks"]
+__all__ = ["CHUNK", "MemberRules", "extract", "tar_chunks"]

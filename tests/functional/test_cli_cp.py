@@ -118,3 +118,19 @@ def test_escapes_and_missing_paths_are_refused(sandbox: LocalSandbox, tmp_path: 
         assert code == 2 and b"exactly one" in err
     finally:
         kuasarctl("container", "rm", "-f", "-d", sandbox.root, sandbox.id, "esc")
+
+
+def test_tree_with_a_symlink_out_of_it_is_refused_in_one_line(
+    sandbox: LocalSandbox, tmp_path: object
+) -> None:
+    tmp = str(tmp_path)
+    tree = os.path.join(tmp, "tree")
+    os.makedirs(tree)
+    os.symlink("../..", os.path.join(tree, "up"))  # would point above the destination's parent
+    guest = os.path.join(tmp, "guest")
+    os.mkdir(guest)
+    code, out, err = cp(sandbox, tree, f"{sandbox.id}:{guest}/")
+    assert (code, out) == (125, b""), err
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1 and "unsafe tar member './up'" in lines[0], lines
+    assert os.listdir(os.path.join(guest, "tree")) == []  # the link was not made
