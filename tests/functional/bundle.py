@@ -17,6 +17,8 @@ from contextlib import contextmanager
 
 import pytest
 
+from kuasar.agent.containers import ContainerManager
+from kuasar.agent.logs import LogStore
 from tests.functional.cli_helpers import LocalSandbox, kuasarctl, local_sandbox
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox")
@@ -72,6 +74,16 @@ def make_bundle(
     with open(config_path, "w", encoding="utf-8") as file:
         json.dump(config, file, indent=2)
     return directory
+
+
+def scratch_manager(directory: str, *, subreaper: bool = True) -> ContainerManager:
+    """A container manager whose runc root, state and logs all live under ``directory``."""
+    return ContainerManager(
+        LogStore(os.path.join(directory, "logs")),
+        root=os.path.join(directory, "runc"),
+        state_dir=os.path.join(directory, "state"),
+        subreaper=subreaper,
+    )
 
 
 @contextmanager

@@ -14,15 +14,13 @@ import pytest
 import pytest_asyncio
 from google.protobuf import empty_pb2
 
-from kuasar.agent.containers import ContainerManager
-from kuasar.agent.logs import LogStore
 from kuasar.agent.services.containers import SERVICE, container_handlers
 from kuasar.config import TEST_LIMITS
 from kuasar.errors import RPCError
 from kuasar.proto import agent_pb2 as pb
 from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.testing import client_server_pair
-from tests.functional.bundle import make_bundle, runc_skip_reason
+from tests.functional.bundle import make_bundle, runc_skip_reason, scratch_manager
 
 pytestmark = pytest.mark.skipif(runc_skip_reason() is not None, reason=str(runc_skip_reason()))
 
@@ -69,11 +67,7 @@ class Api:
 @pytest_asyncio.fixture
 async def api(tmp_path: object) -> AsyncIterator[Api]:
     tmp = str(tmp_path)
-    manager = ContainerManager(
-        LogStore(os.path.join(tmp, "logs")),
-        root=os.path.join(tmp, "runc"),
-        state_dir=os.path.join(tmp, "state"),
-    )
+    manager = scratch_manager(tmp)
     try:
         async with client_server_pair(
             container_handlers(manager, limits=TEST_LIMITS), limits=TEST_LIMITS

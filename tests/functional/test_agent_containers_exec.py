@@ -12,13 +12,12 @@ import pytest_asyncio
 
 from kuasar import ttrpc
 from kuasar.agent.containers import ContainerManager
-from kuasar.agent.logs import LogStore
 from kuasar.agent.services.exec import exec_handlers
 from kuasar.errors import CommandNotExecutable, CommandNotFound, RPCError, UsageError
 from kuasar.proto import agent_pb2 as pb
 from kuasar.remote_process import SERVICE, exec_start, run
 from kuasar.ttrpc.testing import client_server_pair
-from tests.functional.bundle import make_bundle, runc_skip_reason
+from tests.functional.bundle import make_bundle, runc_skip_reason, scratch_manager
 
 pytestmark = pytest.mark.skipif(runc_skip_reason() is not None, reason=str(runc_skip_reason()))
 
@@ -33,15 +32,12 @@ class Env:
 @pytest_asyncio.fixture
 async def env(tmp_path: object) -> AsyncIterator[Env]:
     tmp = str(tmp_path)
-    state_dir = os.path.join(tmp, "state")
-    manager = ContainerManager(
-        LogStore(os.path.join(tmp, "logs")), root=os.path.join(tmp, "runc"), state_dir=state_dir
-    )
+    manager = scratch_manager(tmp)
     try:
         await manager.create("web", make_bundle(os.path.join(tmp, "bundle"), ["sleep", "300"]))
         await manager.start("web")
         async with client_server_pair([exec_handlers(manager)]) as (client, _server):
-            yield Env(client, manager, state_dir)
+            yield Env(client, manager, manager.state_dir)
     finally:
         await manager.close()
         manager.logs.close()

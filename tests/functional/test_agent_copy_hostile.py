@@ -14,13 +14,12 @@ import pytest
 import pytest_asyncio
 
 from kuasar import ttrpc
-from kuasar.agent.containers import ContainerManager
-from kuasar.agent.logs import LogStore
 from kuasar.agent.services.containers import SERVICE, container_handlers
 from kuasar.errors import RPCError
 from kuasar.fscopy import TAR, CopyMeta, copy_in
 from kuasar.proto import agent_pb2 as pb
 from kuasar.ttrpc.testing import client_server_pair
+from tests.functional.bundle import scratch_manager
 
 Member = tuple[tarfile.TarInfo, bytes | None]
 
@@ -93,13 +92,7 @@ class Agent:
 
 @pytest_asyncio.fixture
 async def agent(tmp_path: object) -> AsyncIterator[Agent]:
-    tmp = str(tmp_path)
-    manager = ContainerManager(
-        LogStore(os.path.join(tmp, "logs")),
-        root=os.path.join(tmp, "runc"),
-        state_dir=os.path.join(tmp, "state"),
-        subreaper=False,
-    )
+    manager = scratch_manager(str(tmp_path), subreaper=False)
     try:
         async with client_server_pair([container_handlers(manager)]) as (client, _server):
             yield Agent(client)
