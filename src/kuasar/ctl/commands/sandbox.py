@@ -48,24 +48,12 @@ def register(commands: Any) -> None:
         help=f"sandbox root to create it in (default: $KUASAR_SOCKET_DIR, else {DEFAULT_LOCAL_ROOT})",
     )
     run_parser.add_argument("--foreground", action="store_true", help="stay in the foreground until Ctrl-C")
-    run_parser.add_argument(
-        "--debug-console",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="serve the debug console on vsock port 1025",
-    )
-    run_parser.add_argument(
-        "--agent-api",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="serve the agent API on vsock port 1024 (--no-agent-api: a console-only guest)",
-    )
-    run_parser.add_argument(
-        "--namespaces",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="as root: own PID/mount/UTS/IPC namespaces, agent as PID 1",
-    )
+    for flag, text in (
+        ("--debug-console", "serve the debug console on vsock port 1025"),
+        ("--agent-api", "serve the agent API on vsock port 1024 (--no-agent-api: a console-only guest)"),
+        ("--namespaces", "as root: own PID/mount/UTS/IPC namespaces, agent as PID 1"),
+    ):
+        run_parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=True, help=text)
     run_parser.add_argument(
         "--shell", metavar="PATH", help="debug console shell (default /bin/bash, else /bin/sh)"
     )
