@@ -62,7 +62,8 @@ def test_streams_stay_apart_and_filters_apply(sandbox: LocalSandbox, tmp_path: o
 
 def test_unknown_container_is_not_found(sandbox: LocalSandbox) -> None:
     result = logs(sandbox, container="ghost")
-    assert result.returncode == 125 and b"NOT_FOUND" in result.stderr
+    assert result.returncode == 125 and result.stderr.startswith(b"Error: the agent refused: ")
+    assert b"ghost" in result.stderr and b"NOT_FOUND" not in result.stderr
 
 
 def test_follow_sees_new_lines_and_exits_0_when_the_container_stops(
