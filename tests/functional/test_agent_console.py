@@ -15,7 +15,15 @@ import pytest
 from kuasar.agent.console import ConsoleSessions
 from kuasar.agent.reaper import zombie_children
 from kuasar.config import DEFAULT_LIMITS
-from kuasar.console import EXEC_HEADER, MAX_EXEC_LINE, MarkerStripper, build_exec_line, new_token
+from kuasar.console import (
+    EXEC_HEADER,
+    MAX_EXEC_LINE,
+    ConsoleExec,
+    MarkerStripper,
+    StdinMode,
+    build_exec_line,
+    new_token,
+)
 from tests.functional.cli_helpers import pids_with_cmdline
 
 GUARD = 20.0
@@ -38,24 +46,22 @@ async def console_server(shell: str = "/bin/sh") -> AsyncIterator[str]:
 
 async def run_exec(path: str, argv: list[str], stdin: bytes | None = None) -> tuple[bytes, int | None]:
     reader, writer = await asyncio.open_unix_connection(path)
-    token = new_token()
-    writer.write(EXEC_HEADER + build_exec_line(argv, token, stdin=stdin is not None))
-    stripper = MarkerStripper(token)
+    core = ConsoleExec(argv, stdin=StdinMode.NONE if stdin is None else StdinMode.DATA)
+    writer.write(core.initiate())
+    if stdin is not None:
+        core.send_input(stdin)
+        core.send_eof()
     out = bytearray()
-    sent = False
     try:
         async with asyncio.timeout(GUARD):
-            while data := await reader.read(65536):
-                out += stripper.feed(data)
-                if stdin is not None and stripper.started and not sent:
-                    writer.write(stdin + b"\x04")
-                    sent = True
-                if stripper.exit_status is not None:
-                    break
+            while not core.finished:
+                data = await reader.read(65536)
+                out += core.receive_data(data) if data else core.receive_eof()
+                writer.write(core.data_to_send())
     finally:
         writer.close()
         await writer.wait_closed()
-    return bytes(out), stripper.exit_status
+    return bytes(out), core.exit_status
 
 
 @pytest.mark.asyncio
@@ -129,7 +135,10 @@ async def test_client_disconnect_kills_the_shell_and_children() -> None:
         token = new_token()
         writer.write(
             EXEC_HEADER
-            + build_exec_line(["sh", "-c", f"sleep {marker} & sleep {marker}"], token, stdin=False)
+            + build_exec_line(
+                ["sh", "-c", f"sleep {marker} & sleep {marker}"],
+                token,
+            )
         )
         deadline = time.monotonic() + GUARD
         while len(pids_with_cmdline(marker)) < 3 and time.monotonic() < deadline:
@@ -195,7 +204,13 @@ async def test_exec_header_with_crlf_and_missing_shell_falls_back_to_sh() -> Non
     async with console_server("/nonexistent/bash") as path:
         reader, writer = await asyncio.open_unix_connection(path)
         token = new_token()
-        writer.write(b"KSR_MODE exec\r\n" + build_exec_line(["sh", "-c", 'echo "$0"'], token, stdin=False))
+        writer.write(
+            b"KSR_MODE exec\r\n"
+            + build_exec_line(
+                ["sh", "-c", 'echo "$0"'],
+                token,
+            )
+        )
         stripper = MarkerStripper(token)
         out = stripper.feed(await read_to_eof(reader)) + stripper.finish()
         writer.close()
@@ -261,7 +276,13 @@ async def test_reset_during_heavy_output_leaves_the_server_serving() -> None:
     async with console_server() as path:
         reader, writer = await asyncio.open_unix_connection(path)
         token = new_token()
-        writer.write(EXEC_HEADER + build_exec_line(["yes", marker], token, stdin=False))
+        writer.write(
+            EXEC_HEADER
+            + build_exec_line(
+                ["yes", marker],
+                token,
+            )
+        )
         received = 0
         async with asyncio.timeout(GUARD):
             while received < 1024 * 1024:
@@ -276,8 +297,21 @@ async def test_reset_during_heavy_output_leaves_the_server_serving() -> None:
 @pytest.mark.asyncio
 async def test_longest_allowed_exec_line_runs_on_a_canonical_mode_shell() -> None:
     argv = ["sh", "-c", 'echo "${#1}"', "sh"]
-    overhead = len(build_exec_line([*argv, ""], new_token(), stdin=False))  # run_exec's token: same length
+    overhead = len(
+        build_exec_line(
+            [*argv, ""],
+            new_token(),
+        )
+    )  # run_exec's token: same length
     argument = "x" * (MAX_EXEC_LINE - overhead)
-    assert len(build_exec_line([*argv, argument], new_token(), stdin=False)) == MAX_EXEC_LINE
+    assert (
+        len(
+            build_exec_line(
+                [*argv, argument],
+                new_token(),
+            )
+        )
+        == MAX_EXEC_LINE
+    )
     async with console_server("/bin/sh") as path:  # dash reads lines in canonical mode
         assert await run_exec(path, [*argv, argument]) == (f"{len(argument)}\n".encode(), 0)

@@ -72,7 +72,7 @@ def agent(*flags: str, cmdline: str = "") -> Iterator[Agent]:
 async def console_exec(path: str, argv: list[str]) -> tuple[bytes, int | None]:
     reader, writer = await asyncio.open_unix_connection(path)
     token = new_token()
-    writer.write(EXEC_HEADER + build_exec_line(argv, token, stdin=False))
+    writer.write(EXEC_HEADER + build_exec_line(argv, token))
     stripper = MarkerStripper(token)
     out = bytearray()
     try:

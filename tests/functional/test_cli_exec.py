@@ -166,3 +166,28 @@ def test_no_command_without_interactive_is_a_usage_error(sandbox: LocalSandbox) 
     result = kuasarctl("exec", "-t", "-d", sandbox.root, sandbox.id)
     assert result.returncode == 2
     assert "no command given" in result.stderr.decode()
+
+
+def test_control_characters_in_arguments_run_nothing_and_arrive_exact(sandbox: LocalSandbox) -> None:
+    victim = os.path.join(sandbox.root, "pwned")
+    visible = sandbox.exec("touch", victim)  # the guest writes where this test can look
+    assert visible.returncode == 0 and os.path.exists(victim)
+    os.unlink(victim)
+    hostile = [f"\x15touch {victim} #", "a\tb", "a\rb", "a\x01b", "a\x13b", "\x03\x1a\x1c\x04\x7f"]
+    result = sandbox.exec("printf", "%s\\n", *hostile, timeout=20)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "".join(f"{arg}\n" for arg in hostile).encode()
+    assert not os.path.exists(victim)
+
+
+def test_non_utf8_arguments_and_env_values_arrive_exact(sandbox: LocalSandbox) -> None:
+    raw = os.fsdecode(b"a\xff\xfeb")  # as Python hands it a non-UTF-8 argv byte string
+    result = sandbox.exec("sh", "-c", 'printf "%s|%s" "$1" "$A"', "sh", raw, flags=["-e", f"A={raw}"])
+    assert (result.returncode, result.stdout) == (0, b"a\xff\xfeb|a\xff\xfeb"), result.stderr
+
+
+def test_long_stdin_lines_and_binary_stdin_arrive_whole(sandbox: LocalSandbox) -> None:
+    data = b"x" * 5000 + b"\n" + bytes(range(256)) * 40 + b"\x04\x15 no newline"
+    result = sandbox.exec("sh", "-c", "cat | md5sum", flags=["-i"], input=data)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()

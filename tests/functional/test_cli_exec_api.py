@@ -222,11 +222,20 @@ def test_probe_of_console_only_guest_is_quick(console_only: LocalSandbox) -> Non
 
 
 def test_agent_flag_without_api_is_125(console_only: LocalSandbox) -> None:
-    for flags in (["--agent"], ["-e", "A=1"], ["--tty"]):
+    for flags in (["--agent"], ["-u", "0"], ["--tty"], ["--container", "web"]):
         result = console_only.exec("true", flags=flags)
         assert result.returncode == 125, flags
         first = result.stderr.decode().splitlines()[0]
         assert "agent API" in first and "Traceback" not in result.stderr.decode()
+
+
+def test_env_and_workdir_work_over_the_console(console_only: LocalSandbox) -> None:
+    result = console_only.exec(
+        "sh", "-c", 'printf "%s|" "$A" "$PWD"', flags=["-e", "A=x\ty\x15\xff", "-w", "/tmp"]
+    )
+    assert (result.returncode, result.stdout) == (0, b"x\ty\x15\xc3\xbf|/tmp|")
+    missing = console_only.exec("true", flags=["-w", "/no/such/dir"])
+    assert missing.returncode == 125 and b"/no/such/dir" in missing.stdout + missing.stderr
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")

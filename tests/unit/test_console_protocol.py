@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from kuasar.console import (
     MAX_EXEC_LINE,
     MarkerStripper,
+    StdinMode,
     build_exec_line,
     command_argv,
     new_token,
@@ -99,7 +100,10 @@ def test_shell_quote_round_trips_through_sh() -> None:
 
 def test_exec_line_runs_argv_and_prints_markers() -> None:
     token = new_token()
-    line = build_exec_line(["printf", "%s|", "a b", "it's"], token, stdin=False)
+    line = build_exec_line(
+        ["printf", "%s|", "a b", "it's"],
+        token,
+    )
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     out = subprocess.run(["sh", "-c", line.decode()], capture_output=True, check=False)
     stripper = MarkerStripper(token)
@@ -109,12 +113,15 @@ def test_exec_line_runs_argv_and_prints_markers() -> None:
 
 def test_exec_line_keeps_exit_status_and_stdin_choice() -> None:
     token = new_token()
-    line = build_exec_line(["sh", "-c", "read x; echo got:$x; exit 9"], token, stdin=True)
+    line = build_exec_line(["sh", "-c", "read x; echo got:$x; exit 9"], token, stdin=StdinMode.TERMINAL)
     out = subprocess.run(["sh", "-c", line.decode()], input=b"v\n", capture_output=True, check=False)
     stripper = MarkerStripper(token)
     assert stripper.feed(out.stdout) == b"got:v\n"
     assert stripper.exit_status == 9 == out.returncode
-    no_stdin = build_exec_line(["cat"], token, stdin=False)
+    no_stdin = build_exec_line(
+        ["cat"],
+        token,
+    )
     out = subprocess.run(["sh", "-c", no_stdin.decode()], input=b"ignored", capture_output=True, check=False)
     assert MarkerStripper(token).feed(out.stdout) == b""
 
@@ -127,12 +134,18 @@ def test_one_string_with_shell_syntax_is_a_command_line() -> None:
 
 def test_token_with_quote_is_refused() -> None:
     with pytest.raises(ValueError, match="single quote"):
-        build_exec_line(["true"], "bad'token", stdin=False)
+        build_exec_line(
+            ["true"],
+            "bad'token",
+        )
 
 
 def test_exec_line_longer_than_a_terminal_line_is_refused() -> None:
     with pytest.raises(UsageError, match="too long for the debug console"):
-        build_exec_line(["echo", "x" * MAX_EXEC_LINE], TOKEN, stdin=False)
-    overhead = len(build_exec_line(["echo", ""], TOKEN, stdin=False))
-    fits = build_exec_line(["echo", "é" * ((MAX_EXEC_LINE - overhead) // 2)], TOKEN, stdin=False)
-    assert MAX_EXEC_LINE - 1 <= len(fits) <= MAX_EXEC_LINE  # counted in bytes, not characters
+        build_exec_line(["echo", "x" * MAX_EXEC_LINE], TOKEN)
+    overhead = len(build_exec_line(["echo", ""], TOKEN))
+    assert len(build_exec_line(["echo", "x" * (MAX_EXEC_LINE - overhead)], TOKEN)) == MAX_EXEC_LINE
+    # Bytes outside printable ASCII travel as 4-byte octal escapes, counted as such.
+    encoded_overhead = len(build_exec_line(["echo", "\t"], TOKEN)) - 4
+    fits = build_exec_line(["echo", "é" * ((MAX_EXEC_LINE - encoded_overhead) // 8)], TOKEN)
+    assert MAX_EXEC_LINE - 7 <= len(fits) <= MAX_EXEC_LINE

@@ -2,8 +2,8 @@
 
 Layer contract: ``kuasar.ctl`` only; termios/tty/signal. ``raw_terminal`` restores the saved
 settings on every exit path: normal return, exception, cancellation, and SIGTERM/SIGHUP/SIGQUIT
-(turned into ``KeyboardInterrupt``-free exits by the caller's loop; here the handlers just raise
-``SystemExit`` so ``finally`` blocks run).
+(loop signal handlers cancel the session's task, so its ``finally`` blocks run, and it ends as
+:class:`Terminated`, exit 128+N). A session that ends abnormally also resets the screen.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
-from types import FrameType
+from typing import Any
 
-from kuasar.errors import UsageError
+from kuasar.errors import KuasarError, UsageError
 
 #: Ctrl-] — the detach key of telnet and ``virsh console``.
 DEFAULT_ESCAPE = "^]"
@@ -60,22 +60,79 @@ def window_size(fd: int) -> tuple[int, int]:
     return 24, 80
 
 
-def _raise_exit(signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
+#: What ``tmux detach`` leaves behind, for a session that ended without its program cleaning up:
+#: main screen, normal cursor keys and keypad, default colours, visible cursor, no bracketed paste,
+#: no mouse or focus reporting.
+RESET_SEQUENCE = (
+    b"\x1b[?1049l\x1b[?1l\x1b>\x1b[0m\x1b[?25h\x1b[?2004l"
+    b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1004l"
+)
+_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+class Terminated(KuasarError):
+    """kuasarctl itself got SIGTERM, SIGHUP or SIGQUIT during an interactive session."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        self.exit_code = 128 + signum
+
+
+class Screen:
+    """The local terminal of a raw session: ``reset()`` undoes what the remote program left on it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.signum: int | None = None
+
+    def reset(self) -> None:
+        """Write :data:`RESET_SEQUENCE` (detach, lost connection)."""
+        with contextlib.suppress(OSError):
+            os.write(self.fd, RESET_SEQUENCE)
 
 
 @contextlib.contextmanager
-def raw_terminal(fd: int) -> Iterator[None]:
-    """Put ``fd``'s terminal in raw mode; restore it exactly, whatever happens."""
+def raw_terminal(fd: int) -> Iterator[Screen]:
+    """Put ``fd``'s terminal in raw mode; restore it exactly, whatever happens.
+
+    Inside a running event loop, SIGTERM, SIGHUP and SIGQUIT cancel the task that entered this
+    block (so every ``finally`` runs) and leave it as :class:`Terminated`. When the block ends by
+    an exception the screen is reset too: the remote program had no chance to.
+    """
+    import asyncio
+
     saved = termios.tcgetattr(fd)
-    previous = {
-        sig: signal.signal(sig, _raise_exit) for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-    }
+    screen = Screen(sys.stdout.fileno() if os.isatty(sys.stdout.fileno()) else fd)
+    loop, task = _running_task()
+    if loop is not None and task is not None:
+        for signum in _ENDING_SIGNALS:
+            loop.add_signal_handler(signum, _cancel_for, screen, task, signum)
     try:
         tty.setraw(fd, termios.TCSANOW)
-        yield
+        yield screen
+    except BaseException:
+        screen.reset()
+        if screen.signum is not None and isinstance(sys.exc_info()[1], asyncio.CancelledError):
+            raise Terminated(screen.signum) from None
+        raise
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if loop is not None:
+            for signum in _ENDING_SIGNALS:
+                loop.remove_signal_handler(signum)
         sys.stdout.flush()
+
+
+def _running_task() -> tuple[Any, Any]:
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None, None
+    return loop, asyncio.current_task(loop)
+
+
+def _cancel_for(screen: Screen, task: Any, signum: int) -> None:
+    screen.signum = signum
+    task.cancel()

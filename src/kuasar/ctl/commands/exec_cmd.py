@@ -24,7 +24,13 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from kuasar.config import AGENT_PORT, CONSOLE_PORT
-from kuasar.ctl.commands._common import add_socket_dir, positive_seconds, resolve
+from kuasar.ctl.commands._common import (
+    add_sandbox,
+    add_socket_dir,
+    check_user_spec,
+    positive_seconds,
+    resolve,
+)
 from kuasar.ctl.terminal import DEFAULT_ESCAPE
 from kuasar.errors import DeadlineExceeded, UsageError
 
@@ -42,22 +48,47 @@ if TYPE_CHECKING:
 PROBE_TIMEOUT = 0.4
 #: After Ctrl-C has been forwarded as SIGINT, how long the remote process may take to finish.
 INTERRUPT_GRACE = 2.0
-#: The shell of ``exec -it ID`` over the agent API: bash when the guest has it.
-DEFAULT_SHELL = ["/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash; exec sh"]
+
+
+DESCRIPTION = """Run a command or an interactive shell inside a sandbox, with its exact exit code.
+
+The agent API (vsock port 1024) is used when the guest serves it; otherwise the debug console
+(port 1025, or -p PORT). -e and -w work on both; -u, --container and --tty need the agent API.
+"""
+
+EPILOG = """modes (as the original kuasarctl; unlike docker, -t alone does not allocate a terminal):
+  kuasarctl exec -it pod-abc                 interactive shell (raw terminal, Ctrl-] detaches)
+  kuasarctl exec -it pod-abc top             interactive command on a terminal, its exit code
+  kuasarctl exec -t pod-abc ls -la /         one command for scripts: output and exit code, no stdin
+  echo hi | kuasarctl exec -i pod-abc cat    the same with stdin passed through (EOF ends it)
+  kuasarctl exec --tty pod-abc stty size     one command on a terminal, without stdin (agent API)
+  kuasarctl exec pod-abc "ls -la && ps aux"  one argument with spaces is a shell command line
+  kuasarctl exec pod-abc -- sh -c 'exit 3'   everything after -- is the command
+
+exit codes:
+  N      the remote command's own exit status (a death by signal N gives 128+N)
+  2      bad flags or arguments
+  124    --timeout expired
+  125    kuasarctl itself failed (sandbox not found, ambiguous prefix, socket, handshake, protocol)
+  126    the remote command is not executable
+  127    the remote command was not found
+  130    interrupted (Ctrl-C)
+"""
 
 
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "exec",
         help="run a command or a shell inside a sandbox",
-        description=__doc__.split("\n\n", 1)[0] if __doc__ else None,
+        description=DESCRIPTION,
+        epilog=EPILOG,
     )
     parser.add_argument("-i", "--interactive", action="store_true", help="pass stdin to the command")
     parser.add_argument(
         "-t",
         dest="tty",
         action="store_true",
-        help="with -i: interactive terminal session; alone: for scripts",
+        help="with -i: an interactive terminal session; alone: a one-shot command for scripts",
     )
     parser.add_argument(
         "--tty", dest="force_tty", action="store_true", help="run on a PTY even without -i (agent API)"
@@ -91,8 +122,13 @@ def register(commands: Any) -> None:
         metavar="KEY",
         help="detach key for -it (default ^]; 'none' disables)",
     )
-    parser.add_argument("sandbox", metavar="SANDBOX", help="sandbox ID, unique prefix, or sandbox directory")
-    parser.add_argument("command", nargs=argparse.REMAINDER, metavar="COMMAND", help="command and arguments")
+    add_sandbox(parser)
+    parser.add_argument(
+        "command",
+        nargs=argparse.REMAINDER,
+        metavar="COMMAND",
+        help="command and arguments (default: a shell with -it)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -142,11 +178,10 @@ async def run(args: argparse.Namespace) -> int:
     if args.port is not None and not 0 < args.port <= 0xFFFFFFFF:
         raise UsageError(f"invalid port {args.port}")
     env = _parse_env(args.env)
+    check_user_spec(args.user)
     api_only = [
         flag
         for flag, value in (
-            ("-e", env),
-            ("-w", args.workdir),
             ("-u", args.user),
             ("--container", args.container),
             ("--tty", args.force_tty),
@@ -171,7 +206,7 @@ async def run(args: argparse.Namespace) -> int:
                     if not is_unimplemented(exc) or args.agent or api_only:
                         raise
                     # A ttrpc agent without our Agent service (e.g. Kata's): use the console.
-            return await _run_console(args, console_address, command, escape)
+            return await _run_console(args, console_address, command, env, escape)
     except TimeoutError as exc:
         if isinstance(exc, DeadlineExceeded):
             raise
@@ -186,7 +221,7 @@ def _no_api_error(address: Address | None, forced: bool, flags: list[str]) -> Ex
         f"the sandbox does not serve the agent API at {address} ({why})",
         hints=[
             "A console-only guest (e.g. a stock Kuasar vmm-task) has no agent API on vsock port 1024.",
-            "Drop --agent/-e/-w/-u/--container/--tty to exec over the debug console.",
+            "Drop --agent/-u/--container/--tty to exec over the debug console.",
         ],
     )
 
@@ -198,46 +233,50 @@ async def _probe(address: Address) -> Guest | None:
 
 
 async def _run_console(
-    args: argparse.Namespace, address: Address, command: list[str], escape: int | None
+    args: argparse.Namespace, address: Address, command: list[str], env: dict[str, str], escape: int | None
 ) -> int:
     from kuasar import console_session, transport
     from kuasar.config import DEFAULT_LIMITS
+    from kuasar.console import DEFAULT_SHELL, ConsoleExec, StdinMode, TerminalSetup, command_argv
     from kuasar.ctl import stdio, terminal
+    from kuasar.ctl.main import exit_code_for
 
     interactive_tty = args.interactive and args.tty
-    out = stdio.FdWriter(sys.stdout.fileno())
-    source = stdio.read_chunks(sys.stdin.fileno()) if args.interactive else None
+    stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    if interactive_tty:
+        rows, cols = terminal.window_size(stdin_fd)
+        setup = TerminalSetup(rows, cols, os.environ.get("TERM", ""))
+        core = ConsoleExec(
+            command_argv(command) if command else DEFAULT_SHELL,
+            stdin=StdinMode.TERMINAL,
+            env=env,
+            cwd=args.workdir,
+            terminal=setup,
+        )
+    else:
+        stdin = StdinMode.DATA if args.interactive else StdinMode.NONE
+        core = ConsoleExec(command_argv(command), stdin=stdin, env=env, cwd=args.workdir)
+    out = stdio.FdWriter(stdout_fd)
+    source = stdio.read_chunks(stdin_fd) if args.interactive else None
     reader, writer = await transport.dial(
         address, limits=DEFAULT_LIMITS, connect_timeout=args.connect_timeout
     )
     try:
         if interactive_tty:
-            with terminal.raw_terminal(sys.stdin.fileno()):
-                if command:
-                    result = await console_session.run_command(
-                        reader,
-                        writer,
-                        console_session.tty_argv(command),
-                        out.write,
-                        source=source,
-                        escape=escape,
-                    )
-                else:
-                    result = await console_session.relay(
-                        reader, writer, out.write, source=source, escape=escape, send_eof=False
-                    )
+            with terminal.raw_terminal(stdin_fd) as screen:
+                result = await console_session.run(
+                    reader, writer, core, out.write, source=source, escape=escape
+                )
+                if result.detached:
+                    screen.reset()
         else:
-            result = await console_session.run_command(
-                reader, writer, command or ["sh"], out.write, source=source
-            )
+            result = await console_session.run(reader, writer, core, out.write, source=source)
     finally:
         writer.close()
         with _suppress_close_errors():
             await writer.wait_closed()
     if result.detached:
         sys.stderr.write("\r\n[detached]\r\n")
-    from kuasar.ctl.main import exit_code_for
-
     return exit_code_for(exit_status=result.exit_status)
 
 
@@ -248,7 +287,7 @@ async def _run_api(
     import contextlib
     import signal
 
-    from kuasar.console import command_argv
+    from kuasar.console import DEFAULT_SHELL, command_argv
     from kuasar.ctl import stdio, terminal
     from kuasar.ctl.main import exit_code_for
     from kuasar.errors import Interrupted
@@ -305,8 +344,7 @@ async def _run_api(
 
     handlers: list[int] = []
     with contextlib.ExitStack() as stack:
-        if raw:
-            stack.enter_context(terminal.raw_terminal(stdin_fd))
+        screen = stack.enter_context(terminal.raw_terminal(stdin_fd)) if raw else None
         async with process:
             if not raw:
                 loop.add_signal_handler(signal.SIGINT, on_sigint)
@@ -326,6 +364,8 @@ async def _run_api(
                 if background:
                     await asyncio.wait(background)
             finished = process.exited
+        if screen is not None and detached.is_set() and not finished:
+            screen.reset()
     if detached.is_set() and not interrupted.is_set():
         sys.stderr.write("\r\n[detached]\r\n")
         return 0
