@@ -28,11 +28,6 @@ def test_out_of_range_user_is_refused_not_run_as_root(sandbox: LocalSandbox, use
     assert "Traceback" not in result.stderr.decode() and "UNKNOWN" not in result.stderr.decode()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="PENDING: kuasar/ctl/commands/exec_cmd.py (not ours) must call "
-    "kuasar.ctl.commands._common.check_user_spec(args.user) before connecting",
-)
 @pytest.mark.parametrize("user", BAD_USERS)
 def test_bad_user_is_a_usage_error_before_connecting(user: str) -> None:
     empty_root = short_tmpdir()

@@ -107,8 +107,6 @@ def parsers(
 
 
 ALL_PARSERS = dict(parsers(build_parser()))
-#: Commands whose modules are maintained elsewhere and still lack positional help.
-POSITIONAL_HELP_PENDING = {"kuasarctl logs", "kuasarctl cp"}
 
 
 @pytest.mark.parametrize("name", sorted(ALL_PARSERS))
@@ -119,15 +117,7 @@ def test_help_is_plain_text(name: str) -> None:
     assert "-v, --verbose" in text
 
 
-@pytest.mark.parametrize(
-    "name",
-    [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason="positional help pending"))
-        if name in POSITIONAL_HELP_PENDING
-        else name
-        for name in sorted(ALL_PARSERS)
-    ],
-)
+@pytest.mark.parametrize("name", sorted(ALL_PARSERS))
 def test_every_positional_has_help(name: str) -> None:
     missing = [
         action.metavar or action.dest

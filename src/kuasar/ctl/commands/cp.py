@@ -58,8 +58,8 @@ def register(commands: Any) -> None:
     add_connect_flags(parser)
     parser.add_argument("--container", metavar="ID", default="", help="the container whose rootfs PATH is in")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress line even on a terminal")
-    parser.add_argument("source", metavar="SRC")
-    parser.add_argument("dest", metavar="DEST")
+    parser.add_argument("source", metavar="SRC", help="SANDBOX:PATH to copy out, or a local path to copy in")
+    parser.add_argument("dest", metavar="DEST", help="a local path, or SANDBOX:PATH to copy into")
     parser.set_defaults(func=run)
 
 

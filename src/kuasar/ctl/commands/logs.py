@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from kuasar.ctl.commands._common import add_sandbox
 from kuasar.ctl.commands.containers import SERVICE, add_connect_flags, agent_client
 from kuasar.errors import UsageError
 
@@ -92,8 +93,8 @@ def register(commands: Any) -> None:
     parser.add_argument("-t", "--timestamps", action="store_true", help="prefix each line with its time")
     parser.add_argument("--stdout", action="store_true", help="only stdout (default: both)")
     parser.add_argument("--stderr", action="store_true", help="only stderr (default: both)")
-    parser.add_argument("sandbox", metavar="SANDBOX")
-    parser.add_argument("container", metavar="CONTAINER")
+    add_sandbox(parser)
+    parser.add_argument("container", metavar="CONTAINER", help="the container whose output to print")
     parser.set_defaults(func=run)
 
 
