@@ -8,49 +8,22 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.functional.cli_helpers import LocalSandbox, kuasarctl, local_sandbox, short_tmpdir
+from tests.functional.cli_helpers import LocalSandbox, kuasarctl, local_sandbox
+from tests.functional.tmux_helpers import Tmux, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 PATHS = {"api": "--agent", "console": "--console"}
-
-Tmux = Callable[..., subprocess.CompletedProcess[str]]
 
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[LocalSandbox]:
     with local_sandbox("pod-term-1") as running:
         yield running
-
-
-@pytest.fixture
-def tmux() -> Iterator[Tmux]:
-    socket_dir = short_tmpdir("ksrtmux")
-    socket = os.path.join(socket_dir, "tmux.sock")
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["tmux", "-S", socket, *args], capture_output=True, text=True, check=False, timeout=10
-        )
-
-    yield run
-    run("kill-server")
-    shutil.rmtree(socket_dir, ignore_errors=True)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def start(tmux: Tmux, sandbox: LocalSandbox, path: str, command: str, rc_file: str) -> Callable[[], str]:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 
 from tests.functional.cli_helpers import LocalSandbox, local_sandbox, short_tmpdir
+from tests.functional.tmux_helpers import Tmux, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -22,33 +22,7 @@ def sandbox() -> Iterator[LocalSandbox]:
         yield running
 
 
-@pytest.fixture
-def tmux() -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
-    socket_dir = short_tmpdir("ksrtmux")
-    socket = os.path.join(socket_dir, "tmux.sock")
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["tmux", "-S", socket, *args], capture_output=True, text=True, check=False, timeout=10
-        )
-
-    yield run
-    run("kill-server")
-    shutil.rmtree(socket_dir, ignore_errors=True)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def test_interactive_shell_and_terminal_restored(
-    sandbox: LocalSandbox, tmux: Callable[..., subprocess.CompletedProcess[str]], tmp_path: object
-) -> None:
+def test_interactive_shell_and_terminal_restored(sandbox: LocalSandbox, tmux: Tmux, tmp_path: object) -> None:
     work = short_tmpdir("ksrtty")
     before, after, done = (os.path.join(work, name) for name in ("before", "after", "done"))
     kuasarctl = f"{sys.executable} -m kuasar.ctl exec -it -d {sandbox.root} pod-tty"
@@ -75,9 +49,7 @@ def test_interactive_shell_and_terminal_restored(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def test_escape_key_detaches_and_restores_terminal(
-    sandbox: LocalSandbox, tmux: Callable[..., subprocess.CompletedProcess[str]]
-) -> None:
+def test_escape_key_detaches_and_restores_terminal(sandbox: LocalSandbox, tmux: Tmux) -> None:
     work = short_tmpdir("ksrtty")
     before, after = os.path.join(work, "before"), os.path.join(work, "after")
     kuasarctl = f"{sys.executable} -m kuasar.ctl exec -it -d {sandbox.root} pod-tty"
