@@ -11,7 +11,7 @@ import pytest
 
 from kuasar import ttrpc
 from kuasar.config import DEFAULT_LIMITS, TEST_LIMITS
-from kuasar.errors import ConnectionClosed, ProtocolError, RPCError
+from kuasar.errors import ConnectionClosed, RPCError
 from kuasar.proto import ttrpc_pb2
 from kuasar.ttrpc.framing import Flags, Frame, FrameType, encode_header
 from tests.functional.ttrpc_helpers import (
@@ -413,7 +413,8 @@ async def test_oversized_response_fails_only_that_call(tmp_path: Path) -> None:
         )
 
     async with raw_server(tmp_path, script) as (path, errors), unix_client(path, limits) as client:
-        with pytest.raises(ProtocolError, match=f"message length {size} exceed maximum message size"):
+        with pytest.raises(RPCError, match=f"message length {size} exceed maximum message size") as info:
             await client.call(SERVICE, "Big", Str(), Str)
+        assert info.value.code == ttrpc.Code.RESOURCE_EXHAUSTED  # as Go's client: a status, not a dead link
         assert (await client.call(SERVICE, "Small", Str(), Str)).value == "ok"
     assert not errors

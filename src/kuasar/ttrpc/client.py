@@ -29,8 +29,9 @@ from google.protobuf.message import DecodeError, Message
 
 from kuasar._log import get_logger
 from kuasar.config import DEFAULT_LIMITS, Limits
-from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError
+from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError, RPCError
 from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, decode_response, encode_request
+from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
 
 M = TypeVar("M", bound=Message)
@@ -272,8 +273,10 @@ class Client:
             _log.debug("dropping frame for inactive stream %d", frame.stream_id)
             return
         if isinstance(frame, OversizedFrame):
+            # Go's client: the waiting call gets RESOURCE_EXHAUSTED; the decoder skips the frame's
+            # bytes, so the connection stays usable for other calls.
             state.done = True
-            state.inbox.fail(ProtocolError(f"ttrpc: {frame.message}"))
+            state.inbox.fail(RPCError(Code.RESOURCE_EXHAUSTED, frame.message))
             return
         if frame.type == FrameType.RESPONSE:
             state.done = True
