@@ -1,31 +1,13 @@
-"""gRPC status codes as ttrpc carries them in ``Status.code``.
+"""gRPC status codes, re-exported from the leaf module ``kuasar.codes``.
 
-Layer contract: leaf module of ``kuasar.ttrpc``; no protobuf, no asyncio, so ``kuasar.errors`` can
-name codes without paying for imports.
+Layer contract: ``Code`` lives in ``kuasar.codes`` (imports nothing from kuasar). This name is kept
+so ``kuasar.ttrpc.codes.Code`` and ``kuasar.ttrpc.Code`` keep working. Importing it still runs
+``kuasar/ttrpc/__init__.py`` (client, server, protobuf): modules outside ``kuasar.ttrpc`` that only
+need a code import ``kuasar.codes``.
 """
 
 from __future__ import annotations
 
-import enum
+from kuasar.codes import Code
 
-
-class Code(enum.IntEnum):
-    """The gRPC status codes (same numbering as google.rpc.Code)."""
-
-    OK = 0
-    CANCELLED = 1
-    UNKNOWN = 2
-    INVALID_ARGUMENT = 3
-    DEADLINE_EXCEEDED = 4
-    NOT_FOUND = 5
-    ALREADY_EXISTS = 6
-    PERMISSION_DENIED = 7
-    RESOURCE_EXHAUSTED = 8
-    FAILED_PRECONDITION = 9
-    ABORTED = 10
-    OUT_OF_RANGE = 11
-    UNIMPLEMENTED = 12
-    INTERNAL = 13
-    UNAVAILABLE = 14
-    DATA_LOSS = 15
-    UNAUTHENTICATED = 16
+__all__ = ["Code"]
