@@ -4,9 +4,10 @@ Layer contract: agent side; asyncio, ``kuasar.agent.pty``, ``kuasar.config``. ``
 connection handler (``transport.listen`` / ``asyncio.start_unix_server`` callback):
 
 1. wait up to ``limits.console_sniff`` (100 ms) for a first line of at most ``limits.console_header``
-   bytes; exactly ``KSR_MODE exec`` (``\\r`` tolerated) selects exec mode: no echo, ``PS1=""``, and
-   — our improvement over vmm-task — no output processing, so bytes pass through unchanged;
-   any other early bytes are replayed into the PTY;
+   bytes; the rule is :class:`kuasar.agent.console_header.HeaderSniffer`'s (sans-IO), this module
+   only reads and keeps the deadline. Exactly ``KSR_MODE exec`` (``\\r`` tolerated) selects exec
+   mode: no echo, ``PS1=""``, and — our improvement over vmm-task — no output processing, so bytes
+   pass through unchanged; any other early bytes are replayed into the PTY;
 2. run the shell (``/bin/bash``, else ``/bin/sh``) in a new session on a PTY it controls;
 3. pump both ways; when either side ends or the shell exits, SIGKILL every process of the shell's
    session (job-control groups included; only ``setsid`` daemons escape), reap the shell, close
@@ -21,10 +22,10 @@ import os
 
 from kuasar._fdio import read_chunks, write_all
 from kuasar._log import ContextAdapter, get_logger
+from kuasar.agent.console_header import HeaderDecision, HeaderSniffer
 from kuasar.agent.pty import PtyMode, kill_session, open_pty, spawn_on_pty
 from kuasar.config import DEFAULT_LIMITS, Limits
 
-EXEC_MODE_LINE = b"KSR_MODE exec"
 FALLBACK_SHELL = "/bin/sh"
 READ_CHUNK = 64 * 1024
 _connections = 0
@@ -39,27 +40,21 @@ def pick_shell(preferred: str) -> str:
     return FALLBACK_SHELL
 
 
-async def sniff_header(reader: asyncio.StreamReader, limits: Limits) -> tuple[bool, bytes]:
-    """Read the optional ``KSR_MODE exec`` line. Returns ``(exec_mode, bytes_to_replay)``."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + limits.console_sniff
-    buffer = bytearray()
-    while b"\n" not in buffer and len(buffer) < limits.console_header:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            break
-        try:
-            async with asyncio.timeout(remaining):
-                chunk = await reader.read(limits.console_header - len(buffer))
-        except TimeoutError:
-            break
-        if not chunk:
-            break
-        buffer += chunk
-    line, newline, rest = bytes(buffer).partition(b"\n")
-    if newline and line.rstrip(b"\r") == EXEC_MODE_LINE:
-        return True, rest
-    return False, bytes(buffer)
+async def sniff_header(reader: asyncio.StreamReader, limits: Limits) -> HeaderDecision:
+    """Drive a :class:`HeaderSniffer` for up to ``limits.console_sniff`` seconds.
+
+    Reads never go past ``limits.console_header`` bytes; the connection's end or the deadline ends
+    the sniff with whatever arrived replayed.
+    """
+    sniffer = HeaderSniffer(limits.console_header)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(limits.console_sniff):
+            while sniffer.decision is None:
+                chunk = await reader.read(sniffer.wanted)
+                if not chunk:
+                    break
+                sniffer.feed(chunk)
+    return sniffer.finish()
 
 
 def shell_argv(shell: str, exec_mode: bool) -> list[str]:
