@@ -89,6 +89,15 @@ async def test_concurrent_calls_over_hvsock() -> None:
 @pytest.mark.asyncio
 async def test_unserved_port_is_refused_without_reply() -> None:
     async with guest_behind_vmm() as socket_path:
+        reader, writer = await asyncio.open_unix_connection(socket_path)
+        try:
+            writer.write(b"CONNECT 1025\n")
+            # a close with zero bytes, as a real VMM refuses: no "OK", no error line, no hang
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert reader.at_eof()
+        finally:
+            writer.close()
+            await writer.wait_closed()
         with pytest.raises(HandshakeError, match="port 1025"):
             await transport.dial(HvsockAddress(socket_path, 1025), connect_timeout=0.3, retry=False)
         async with hvsock_client(socket_path) as client:  # the VMM keeps serving after a refusal
