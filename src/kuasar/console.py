@@ -201,29 +201,52 @@ def build_exec_line(
     if terminal is not None:
         params += [str(terminal.rows).encode(), str(terminal.cols).encode(), _as_bytes(terminal.term)]
     cwd_bytes = _as_bytes(cwd)
-    if cwd_bytes:
-        params.append(cwd_bytes)
     env_items = _env_items(env or {})
-    params += env_items
-    params += [_as_bytes(arg) for arg in argv]
     wrapper = _wrapper(token, stdin=stdin, terminal=terminal, cwd=bool(cwd_bytes), envs=len(env_items))
-    encoded = [not _PRINTABLE.fullmatch(param) for param in params]
-    if any(encoded):
-        wrapper = _DECODE_ARGS + wrapper
-        params = [b"".join(b"1" if flag else b"0" for flag in encoded)] + [
-            encode_format(param) if flag else param for param, flag in zip(params, encoded, strict=True)
-        ]
-    words = " ".join(shell_quote(param.decode("ascii")) for param in params)
-    line = f"exec sh -c {shell_quote(wrapper)} sh {words}\n".encode("ascii")
-    if len(line) > MAX_EXEC_LINE:
+    line = f"exec {_sh_c(wrapper, [*params, *([cwd_bytes] if cwd_bytes else []), *env_items], argv)}\n"
+    data = line.encode("ascii")
+    if len(data) > MAX_EXEC_LINE:
         raise UsageError(
-            f"command too long for the debug console ({len(line)} bytes quoted, at most {MAX_EXEC_LINE})",
+            f"command too long for the debug console ({len(data)} bytes quoted, at most {MAX_EXEC_LINE})",
             hints=[
                 "The console is a terminal line; bytes outside printable ASCII take 4 bytes each.",
                 "The agent API (port 1024) has no such limit.",
             ],
         )
-    return line
+    return data
+
+
+def _sh_c(script: str, params: Sequence[bytes], argv: Sequence[str | bytes]) -> str:
+    """``sh -c '<script>' sh <params> <argv>``, printable ASCII: parameters holding other bytes go as
+    printf formats, which a decoding prologue in front of ``script`` turns back into their bytes."""
+    words = [*params, *(_as_bytes(arg) for arg in argv)]
+    encoded = [not _PRINTABLE.fullmatch(word) for word in words]
+    if any(encoded):
+        script = _DECODE_ARGS + script
+        words = [b"".join(b"1" if flag else b"0" for flag in encoded)] + [
+            encode_format(word) if flag else word for word, flag in zip(words, encoded, strict=True)
+        ]
+    quoted = " ".join(shell_quote(word.decode("ascii")) for word in words)
+    return f"sh -c {shell_quote(script)} sh {quoted}"
+
+
+def shell_command(
+    argv: Sequence[str | bytes], *, env: Mapping[str, str | bytes] | None = None, cwd: str | bytes = ""
+) -> str:
+    """A printable-ASCII shell command line that runs ``argv`` exactly (after ``cd``/``export``), for
+    paths that hand a string to a guest's shell, e.g. ``ExecVMProcess``'s ``bash -c <command>``.
+
+    Raises:
+        UsageError: an argument holds a NUL byte, or an environment name is not a shell name.
+    """
+    cwd_bytes = _as_bytes(cwd)
+    env_items = _env_items(env or {})
+    steps = []
+    if cwd_bytes:
+        steps.append('cd -- "$1" || exit 1; shift')
+    steps.extend(['export "$1"; shift'] * len(env_items))
+    steps.append('exec "$@"')
+    return "exec " + _sh_c("; ".join(steps), [*([cwd_bytes] if cwd_bytes else []), *env_items], argv)
 
 
 def encode_stdin(data: bytes) -> bytes:

@@ -71,7 +71,27 @@ class AmbiguousSandbox(SandboxError):
 
 
 class TransportError(KuasarError):
-    """We could not talk to the peer (as opposed to the peer saying no)."""
+    """We could not talk to the peer (as opposed to the peer saying no).
+
+    Attributes:
+        reason: what went wrong, for callers that diagnose (one of the ``REASON_*`` names, or "").
+    """
+
+    def __init__(self, message: str, *, hints: Sequence[str] = (), reason: str = "") -> None:
+        super().__init__(message, hints=hints)
+        self.reason = reason
+
+
+#: The socket file does not exist.
+REASON_MISSING = "missing"
+#: The socket exists but nothing accepts on it (a crashed VMM's stale socket).
+REASON_REFUSED = "refused"
+#: The socket may not be opened by this user.
+REASON_DENIED = "permission"
+#: The VMM accepted, then closed the ``CONNECT`` without ``OK``: nothing listens on that guest port.
+REASON_NO_LISTENER = "no-listener"
+#: The VMM accepted and never answered the ``CONNECT``.
+REASON_SILENT = "silent"
 
 
 class ConnectError(TransportError):

@@ -21,7 +21,15 @@ import errno
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kuasar.errors import ConnectError, ConnectionClosed, KuasarError, TransportError
+from kuasar.errors import (
+    REASON_DENIED,
+    REASON_MISSING,
+    REASON_REFUSED,
+    ConnectError,
+    ConnectionClosed,
+    KuasarError,
+    TransportError,
+)
 
 _CLOSED = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
@@ -43,14 +51,17 @@ def translate(exc: OSError, target: str, *, action: str = "connect") -> Transpor
             return TransportError(
                 f"cannot listen on {target}: directory missing", hints=["create the parent directory first"]
             )
-        return ConnectError(f"socket missing: {target}", hints=["is the sandbox (or VMM) running?"])
+        return ConnectError(
+            f"socket missing: {target}", hints=["is the sandbox (or VMM) running?"], reason=REASON_MISSING
+        )
     if code == errno.ECONNREFUSED:
         return ConnectError(
             f"connection refused: {target}",
             hints=["the socket file exists but nothing accepts on it (stale socket of a stopped VMM?)"],
+            reason=REASON_REFUSED,
         )
     if code in _DENIED:
-        return ConnectError(f"permission denied: {target}", hints=["run as root?"])
+        return ConnectError(f"permission denied: {target}", hints=["run as root?"], reason=REASON_DENIED)
     if code in _CLOSED:
         return ConnectionClosed(f"connection to {target} closed by the peer ({reason})")
     if code in _VSOCK_MISSING:

@@ -22,7 +22,7 @@ import socket
 from kuasar import _log
 from kuasar.address import HvsockAddress, UnixAddress
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
-from kuasar.errors import HandshakeError
+from kuasar.errors import REASON_NO_LISTENER, REASON_SILENT, HandshakeError
 from kuasar.transport import unix
 from kuasar.transport._errors import map_exceptions
 
@@ -163,9 +163,11 @@ def _hints(port: int) -> list[str]:
     return [f"is anything in the guest listening on vsock port {port}?"]
 
 
-def _error(address: HvsockAddress, detail: str, hints: list[str]) -> HandshakeError:
+def _error(address: HvsockAddress, detail: str, hints: list[str], reason: str = "") -> HandshakeError:
     return HandshakeError(
-        f"hybrid vsock handshake failed on {address.path} port {address.port}: {detail}", hints=hints
+        f"hybrid vsock handshake failed on {address.path} port {address.port}: {detail}",
+        hints=hints,
+        reason=reason,
     )
 
 
@@ -252,6 +254,7 @@ async def dial(
                     f"is {address.path} the hybrid vsock socket of a VMM (Cloud Hypervisor, Firecracker)?",
                     "a slow guest may need a longer --connect-timeout",
                 ],
+                REASON_SILENT,
             ) from None
         except BaseException:
             sock.close()
@@ -270,4 +273,4 @@ async def dial(
         detail += f", after receiving {describe(last.received)}"
     if attempts > 1:
         detail += f"; tried {attempts} times in {budget:g} s"
-    raise _error(address, detail, _hints(address.port))
+    raise _error(address, detail, _hints(address.port), REASON_NO_LISTENER)

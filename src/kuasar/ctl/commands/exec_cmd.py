@@ -23,7 +23,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from kuasar.config import AGENT_PORT, CONSOLE_PORT
+from kuasar.config import CONSOLE_PORT
 from kuasar.ctl.commands._common import (
     add_sandbox,
     add_socket_dir,
@@ -32,15 +32,15 @@ from kuasar.ctl.commands._common import (
     resolve,
 )
 from kuasar.ctl.terminal import DEFAULT_ESCAPE
-from kuasar.errors import DeadlineExceeded, UsageError
+from kuasar.errors import DeadlineExceeded, KuasarError, UsageError
 
 if TYPE_CHECKING:
-    from asyncio import Event
+    from asyncio import Event, StreamReader, StreamWriter
     from collections.abc import Awaitable, Callable
 
-    from kuasar.address import Address
     from kuasar.guest import Guest
     from kuasar.remote_process import RemoteProcess
+    from kuasar.session import ExecPath, GuestTarget, Session
 
     Writer = Callable[[bytes], Awaitable[None]]
 
@@ -96,6 +96,11 @@ def register(commands: Any) -> None:
     path = parser.add_mutually_exclusive_group()
     path.add_argument("--console", action="store_true", help="use the debug console, not the agent API")
     path.add_argument("--agent", action="store_true", help="use the agent API; fail if there is none")
+    path.add_argument(
+        "--vm-process",
+        action="store_true",
+        help="use a stock Kuasar vmm-task's ExecVMProcess (one shot, output at the end)",
+    )
     parser.add_argument(
         "-e", "--env", action="append", default=[], metavar="KEY=VAL", help="set an environment variable"
     )
@@ -132,20 +137,13 @@ def register(commands: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _addresses(args: argparse.Namespace) -> tuple[Address, Address | None]:
-    """(console address, agent API address or None when this target has no API port)."""
-    from kuasar.address import HvsockAddress, UnixAddress, parse_address, with_port
+def _target(args: argparse.Namespace) -> GuestTarget:
+    from kuasar.session import GuestTarget
 
     if "://" not in args.sandbox:
-        socket_path = resolve(args, args.sandbox).socket
-        return HvsockAddress(socket_path, args.port or CONSOLE_PORT), HvsockAddress(socket_path, AGENT_PORT)
-    address = parse_address(args.sandbox)
-    console = address
-    if args.port is not None or not isinstance(address, HvsockAddress):
-        console = with_port(address, args.port or CONSOLE_PORT)
-    if isinstance(address, UnixAddress) and address.abstract:
-        return console, None
-    return console, with_port(address, AGENT_PORT)
+        ref = resolve(args, args.sandbox)
+        return GuestTarget.for_socket(ref.socket, console_port=args.port, label=ref.id)
+    return GuestTarget.for_address(args.sandbox, console_port=args.port)
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -181,62 +179,123 @@ async def run(args: argparse.Namespace) -> int:
     check_user_spec(args.user)
     api_only = [
         flag
-        for flag, value in (
-            ("-u", args.user),
-            ("--container", args.container),
-            ("--tty", args.force_tty),
-        )
+        for flag, value in (("-u", args.user), ("--container", args.container), ("--tty", args.force_tty))
         if value
     ]
-    console_address, agent_address = _addresses(args)
-    # -p names a debug console port: it means the console unless --agent says otherwise.
-    use_api = args.agent or (not args.console and args.port is None and agent_address is not None)
+    target = _target(args)
     try:
         async with _deadline(args.timeout):
-            guest = await _probe(agent_address) if use_api and agent_address is not None else None
-            if guest is None and (args.agent or api_only):
-                raise _no_api_error(agent_address, args.agent, api_only)
-            if guest is not None:
-                from kuasar.guest import is_unimplemented
-
-                try:
-                    async with guest:
-                        return await _run_api(guest, args, command, env, escape)
-                except Exception as exc:
-                    if not is_unimplemented(exc) or args.agent or api_only:
-                        raise
-                    # A ttrpc agent without our Agent service (e.g. Kata's): use the console.
-            return await _run_console(args, console_address, command, env, escape)
+            return await _dispatch(args, target, command=command, env=env, escape=escape, api_only=api_only)
     except TimeoutError as exc:
         if isinstance(exc, DeadlineExceeded):
             raise
         raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
 
 
-def _no_api_error(address: Address | None, forced: bool, flags: list[str]) -> Exception:
-    from kuasar.errors import ConnectError
+async def _dispatch(
+    args: argparse.Namespace,
+    target: GuestTarget,
+    *,
+    command: list[str],
+    env: dict[str, str],
+    escape: int | None,
+    api_only: list[str],
+) -> int:
+    """Open the guest session and run the command by the path the guest has (or the one forced)."""
+    from kuasar.session import ExecPath, GuestKind, Session
 
-    why = "--agent was given" if forced else f"{', '.join(flags)} need(s) the agent API"
-    return ConnectError(
-        f"the sandbox does not serve the agent API at {address} ({why})",
-        hints=[
-            "A console-only guest (e.g. a stock Kuasar vmm-task) has no agent API on vsock port 1024.",
-            "Drop --agent/-u/--container/--tty to exec over the debug console.",
-        ],
+    forced = _forced_path(args)
+    # --console skips the probe altogether (its fast path imports no protobuf).
+    if forced is ExecPath.CONSOLE:
+        session = Session(target, GuestKind.NONE)
+        streams = await session.open_console(connect_timeout=args.connect_timeout)
+        return await _run_console(args, streams, command, env, escape)
+    if forced is None and args.port is not None and not api_only:
+        forced = ExecPath.CONSOLE  # -p names a debug console port: it means the console
+    async with await Session.open(target) as session:
+        if forced is ExecPath.API or api_only:
+            guest = session.require_api("--agent" if forced is ExecPath.API else ", ".join(api_only))
+            return await _run_api(guest, args, command, env, escape)
+        paths = (forced,) if forced is not None else session.paths()
+        for path in paths:
+            if path is ExecPath.API and session.guest is not None:
+                return await _run_api(session.guest, args, command, env, escape)
+            if path is ExecPath.CONSOLE:
+                try:
+                    streams = await session.open_console(connect_timeout=args.connect_timeout)
+                except KuasarError:
+                    if ExecPath.VM_PROCESS not in paths:
+                        raise
+                    if args.interactive and args.tty:
+                        raise session.interactive_needs_console() from None
+                    continue
+                return await _run_console(args, streams, command, env, escape)
+            if path is ExecPath.VM_PROCESS:
+                return await _run_vm_process(session, args, command, env)
+    raise AssertionError("unreachable: every guest has the console path")  # pragma: no cover
+
+
+def _forced_path(args: argparse.Namespace) -> ExecPath | None:
+    from kuasar.session import ExecPath
+
+    if args.agent:
+        return ExecPath.API
+    if args.console:
+        return ExecPath.CONSOLE
+    if args.vm_process:
+        return ExecPath.VM_PROCESS
+    return None
+
+
+async def _run_vm_process(
+    session: Session, args: argparse.Namespace, command: list[str], env: dict[str, str]
+) -> int:
+    """One command through a stock vmm-task's ExecVMProcess: stdin sent whole, output at the end."""
+    from kuasar.console import command_argv
+    from kuasar.ctl.main import exit_code_for
+
+    if args.interactive and args.tty:
+        raise session.interactive_needs_console()
+    if os.isatty(sys.stderr.fileno()):
+        sys.stderr.write(
+            "kuasarctl: no debug console; running through ExecVMProcess"
+            " (output arrives when the command ends)\n"
+        )
+    stdin = _read_all_stdin(session.limits.max_message // 2) if args.interactive else b""
+    result = await session.exec_vm_process(
+        command_argv(command), input=stdin, timeout=args.timeout, env=env, cwd=args.workdir
     )
+    _write_all(sys.stdout.fileno(), result.stdout)
+    _write_all(sys.stderr.fileno(), result.stderr)
+    return exit_code_for(exit_status=result.exit_status)
 
 
-async def _probe(address: Address) -> Guest | None:
-    from kuasar.guest import Guest
+def _read_all_stdin(limit: int) -> bytes:
+    data = bytearray()
+    while chunk := os.read(sys.stdin.fileno(), 65536):
+        data += chunk
+        if len(data) > limit:
+            raise UsageError(
+                f"stdin is larger than {limit} bytes, more than ExecVMProcess can carry in one message",
+                hints=["Enable the debug console (task.debug) to stream stdin."],
+            )
+    return bytes(data)
 
-    return await Guest.probe(address, probe_timeout=PROBE_TIMEOUT)
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 async def _run_console(
-    args: argparse.Namespace, address: Address, command: list[str], env: dict[str, str], escape: int | None
+    args: argparse.Namespace,
+    streams: tuple[StreamReader, StreamWriter],
+    command: list[str],
+    env: dict[str, str],
+    escape: int | None,
 ) -> int:
-    from kuasar import console_session, transport
-    from kuasar.config import DEFAULT_LIMITS
+    from kuasar import console_session
     from kuasar.console import DEFAULT_SHELL, ConsoleExec, StdinMode, TerminalSetup, command_argv
     from kuasar.ctl import stdio, terminal
     from kuasar.ctl.main import exit_code_for
@@ -258,9 +317,7 @@ async def _run_console(
         core = ConsoleExec(command_argv(command), stdin=stdin, env=env, cwd=args.workdir)
     out = stdio.FdWriter(stdout_fd)
     source = stdio.read_chunks(stdin_fd) if args.interactive else None
-    reader, writer = await transport.dial(
-        address, limits=DEFAULT_LIMITS, connect_timeout=args.connect_timeout
-    )
+    reader, writer = streams
     try:
         if interactive_tty:
             with terminal.raw_terminal(stdin_fd) as screen:

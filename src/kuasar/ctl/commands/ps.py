@@ -12,7 +12,6 @@ is ``running``, ``unresponsive``, ``agent-exited`` or ``dead``, and REASON says 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import time
 from typing import Any
@@ -24,12 +23,14 @@ from kuasar.ctl.commands._common import add_output_format, add_socket_dir, forma
 from kuasar.sandbox.discovery import SandboxRef, sandbox_roots, scan
 from kuasar.sandbox.state import sandbox_status
 
-COLUMNS = ("ID", "KIND", "REACHABLE", "AGE", "STATE", "REASON", "SOCKET")
+COLUMNS = ("ID", "KIND", "GUEST", "REACHABLE", "AGE", "STATE", "REASON", "SOCKET")
 DESCRIPTION = """List every sandbox in the roots, probe whether it answers, and say why when it does not.
 
-REACHABLE: yes (the guest accepts its agent API port), vmm (the VMM socket accepts, the guest does
-not answer), no (the socket refuses). STATE: running, unresponsive, agent-exited (the VMM runs, its
-agent is gone) or dead; REASON says why in words, e.g. "agent exited with status 137".
+GUEST: what answers on the agent port (kuasar-agent, vmm-task for a stock Kuasar guest, kata-agent,
+ttrpc for another ttrpc server, none). REACHABLE: yes (the guest answers its agent API port), vmm
+(the VMM socket accepts, the guest does not answer), no (the socket refuses). STATE: running,
+unresponsive, agent-exited (the VMM runs, its agent is gone) or dead; REASON says why in words,
+e.g. "agent exited with status 137".
 -o json adds the PIDs of a local sandbox's supervisor and agent.
 
 Exit status: 0; 125 when the root given with -d/$KUASAR_SOCKET_DIR does not exist, or (after the
@@ -59,27 +60,23 @@ def register(commands: Any) -> None:
     parser.set_defaults(func=run)
 
 
-async def _probe(ref: SandboxRef, bound: float) -> str:
-    from kuasar import transport
+async def _probe(ref: SandboxRef, bound: float) -> tuple[str, str]:
+    """(REACHABLE, GUEST) of one sandbox, through the library's guest probe."""
     from kuasar.address import HvsockAddress
-    from kuasar.errors import ConnectError, KuasarError
+    from kuasar.errors import REASON_DENIED, REASON_MISSING, REASON_REFUSED
+    from kuasar.session import identify
 
-    try:
-        _, writer = await transport.dial(
-            HvsockAddress(ref.socket, AGENT_PORT), connect_timeout=bound, retry=False
-        )
-    except ConnectError:
-        return "no"
-    except (KuasarError, TimeoutError):
-        return "vmm"
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return "yes"
+    kind, error = await identify(HvsockAddress(ref.socket, AGENT_PORT), timeout=bound)
+    if error is None:
+        return "yes", kind.value
+    if error.reason in (REASON_REFUSED, REASON_MISSING, REASON_DENIED):
+        return "no", "-"
+    return "vmm", "-"
 
 
-def describe(ref: SandboxRef, reachable: str, now: float) -> dict[str, Any]:
+def describe(ref: SandboxRef, probed: tuple[str, str], now: float) -> dict[str, Any]:
     """One ``ps -o json`` row: the sandbox, the probe's verdict, its state and why, its PIDs."""
+    reachable, guest = probed
     status = sandbox_status(ref.directory, ref.layout, reachable)
     created = status.created if status.created is not None else now
     return {
@@ -87,6 +84,7 @@ def describe(ref: SandboxRef, reachable: str, now: float) -> dict[str, Any]:
         "kind": status.kind,
         "socket": ref.socket,
         "reachable": reachable,
+        "guest": guest,
         "state": status.state,
         "reason": status.reason,
         "created": created,
@@ -101,7 +99,14 @@ def render_table(rows: list[dict[str, Any]], *, headers: bool = True) -> str:
     """The aligned table (every cell escaped with ``printable``); the last column is not padded."""
     lines: list[tuple[str, ...]] = [COLUMNS] if headers else []
     for row in rows:
-        cells = (row["id"], row["kind"], row["reachable"], format_age(row["age_seconds"]), row["state"])
+        cells = (
+            row["id"],
+            row["kind"],
+            row["guest"],
+            row["reachable"],
+            format_age(row["age_seconds"]),
+            row["state"],
+        )
         lines.append((*cells, row["reason"] or "-", row["socket"]))
     table = [[printable(cell) for cell in line] for line in lines]
     if not table:

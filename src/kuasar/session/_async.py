@@ -1,0 +1,273 @@
+"""The asyncio guest session: probe a guest once, know what it is, and reach it by the best path.
+
+Layer contract: the asyncio driver of ``kuasar.session``; ``kuasar.transport`` (dial),
+``kuasar.ttrpc`` (client), ``kuasar.guest`` (our agent API), the generated ``health_pb2`` /
+``sandbox_pb2`` and the sans-IO cores beside it (probe, diagnosis, ExecVMProcess). No terminals,
+no printing, no exit codes: the CLI and library users drive the paths it opens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from kuasar import transport
+from kuasar.address import Address, HvsockAddress, UnixAddress, parse_address, with_port
+from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
+from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
+from kuasar.session import _diagnose
+from kuasar.session._probe import OK, Answer, ExecPath, GuestKind, GuestProbe, exec_paths
+from kuasar.session._vm_process import parse_failure, vm_process_command
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from kuasar.guest import Guest
+    from kuasar.remote_process import CompletedProcess
+    from kuasar.ttrpc import Client
+
+#: Budget of each probe step (dial + handshake, then each call).
+PROBE_TIMEOUT = 0.4
+_UNKNOWN = 2
+
+
+@dataclass(frozen=True, slots=True)
+class GuestTarget:
+    """Where a guest's ports are.
+
+    Attributes:
+        api: the agent API address (port 1024), or ``None`` when the target has none.
+        console: the debug console address.
+        label: how messages name it (a sandbox ID or the address).
+    """
+
+    api: Address | None
+    console: Address
+    label: str
+
+    @classmethod
+    def for_socket(cls, path: str, *, console_port: int | None = None, label: str = "") -> GuestTarget:
+        """A sandbox's hybrid vsock socket (``ROOT/ID/task.socket`` or ``task.vsock``)."""
+        return cls(
+            HvsockAddress(path, AGENT_PORT),
+            HvsockAddress(path, console_port or CONSOLE_PORT),
+            f"{label} ({path})" if label else path,
+        )
+
+    @classmethod
+    def for_address(cls, text: str, *, console_port: int | None = None) -> GuestTarget:
+        """An address string; a port in it names the console when ``console_port`` is not given."""
+        address = parse_address(text)
+        console = address
+        if console_port is not None or not isinstance(address, HvsockAddress):
+            console = with_port(address, console_port or CONSOLE_PORT)
+        api = (
+            None if isinstance(address, UnixAddress) and address.abstract else with_port(address, AGENT_PORT)
+        )
+        return cls(api, console, text)
+
+
+class Session:
+    """One guest, probed once. Use ``async with await Session.open(target) as session``.
+
+    Attributes:
+        target: where the guest is.
+        kind: what answered on its agent port.
+        api_error: why nothing answered there (``kind`` is ``NONE``), else ``None``.
+        guest: our agent API client (``kind`` is ``KUASAR_AGENT``), else ``None``.
+    """
+
+    def __init__(
+        self,
+        target: GuestTarget,
+        kind: GuestKind,
+        *,
+        client: Client | None = None,
+        api_error: TransportError | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.target = target
+        self.kind = kind
+        self.api_error = api_error
+        self.limits = limits
+        self._client = client
+        self.guest: Guest | None = None
+        if client is not None and kind is GuestKind.KUASAR_AGENT:
+            from kuasar.guest import Guest
+
+            self.guest = Guest(client, target.api or target.console, limits=limits)
+
+    @classmethod
+    async def open(
+        cls, target: GuestTarget, *, probe_timeout: float = PROBE_TIMEOUT, limits: Limits = DEFAULT_LIMITS
+    ) -> Session:
+        """Probe ``target``'s agent port once (no retry: a guest without one answers at once)."""
+        if target.api is None:
+            return cls(target, GuestKind.NONE, limits=limits)
+        try:
+            reader, writer = await transport.dial(
+                target.api, limits=limits, connect_timeout=probe_timeout, retry=False
+            )
+        except TransportError as exc:
+            return cls(target, GuestKind.NONE, api_error=exc, limits=limits)
+        from kuasar.ttrpc import Client
+
+        client = Client(reader, writer, limits=limits)
+        try:
+            kind, error = await _identify(client, probe_timeout)
+        except BaseException:
+            client.close()
+            await client.wait_closed()
+            raise
+        if kind is GuestKind.NONE:
+            client.close()
+            await client.wait_closed()
+            return cls(target, kind, api_error=error, limits=limits)
+        return cls(target, kind, client=client, limits=limits)
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the agent connection (the guest ends what ran over it)."""
+        if self._client is not None:
+            self._client.close()
+            await self._client.wait_closed()
+
+    # -- paths -----------------------------------------------------------------------------------
+
+    def paths(self) -> tuple[ExecPath, ...]:
+        """The exec paths this guest may offer, best first."""
+        return exec_paths(self.kind)
+
+    def require_api(self, why: str) -> Guest:
+        """Our agent API, or the error saying why ``why`` cannot be done without it."""
+        if self.guest is None:
+            raise self._no_api(why)
+        return self.guest
+
+    def interactive_needs_console(self) -> KuasarError:
+        """The error for ``exec -it`` on a guest whose only path is ExecVMProcess."""
+        return _diagnose.interactive_needs_console(self.target.label)
+
+    def _no_api(self, why: str) -> KuasarError:
+        return _diagnose.needs_api(self.target.label, self.kind, why)
+
+    async def open_console(
+        self, *, connect_timeout: float | None = None
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Dial the debug console. Retried within ``connect_timeout`` only while the guest may still
+        be booting (nothing answered on its agent port); otherwise one try — vmm-task starts its
+        console before its ttrpc server, so once the agent port answers a closed console is final.
+
+        Raises:
+            KuasarError: with the diagnosis that fits (see ``kuasar.session._diagnose``).
+        """
+        booting = self.kind is GuestKind.NONE
+        try:
+            return await transport.dial(
+                self.target.console,
+                limits=self.limits,
+                connect_timeout=connect_timeout if booting else min(connect_timeout or 1.0, 1.0),
+                retry=booting,
+            )
+        except TransportError as exc:
+            raise self.console_error(exc) from exc
+
+    def console_error(self, error: TransportError) -> KuasarError:
+        """The diagnosis for a console dial that failed with ``error``."""
+        port = getattr(self.target.console, "port", CONSOLE_PORT)
+        if self.kind is GuestKind.NONE:
+            return _diagnose.unreachable(self.target.label, self.api_error, error, (AGENT_PORT, port))
+        return _diagnose.console_closed(self.target.label, self.kind, port, error)
+
+    async def exec_vm_process(
+        self,
+        argv: Sequence[str | bytes],
+        *,
+        input: bytes = b"",
+        timeout: float | None = None,  # noqa: ASYNC109 - also sent as the call's deadline
+        env: Mapping[str, str | bytes] | None = None,
+        cwd: str | bytes = "",
+    ) -> CompletedProcess:
+        """Run ``argv`` through a stock vmm-task's ``grpc.SandboxService/ExecVMProcess``.
+
+        Output arrives when the command ends; stdout only when it exits 0 (vmm-task's contract).
+
+        Raises:
+            DeadlineExceeded: ``timeout`` expired.
+            KuasarError: the guest has no SandboxService, or the call failed otherwise.
+        """
+        from kuasar.proto import sandbox_pb2
+        from kuasar.remote_process import CompletedProcess
+
+        if self._client is None:
+            raise self._no_api("ExecVMProcess")
+        command = vm_process_command(argv, env=env, cwd=cwd)
+        request = sandbox_pb2.ExecVMProcessRequest(command=command, stdin=input)
+        try:
+            reply = await self._client.call(
+                "grpc.SandboxService",
+                "ExecVMProcess",
+                request,
+                sandbox_pb2.ExecVMProcessResponse,
+                timeout=timeout,
+            )
+        except RPCError as exc:
+            failure = parse_failure(exc.message, command)
+            if failure is None:
+                raise
+            return CompletedProcess(_argv(argv), failure.exit_code, stderr=failure.stderr)
+        except DeadlineExceeded:
+            raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
+        return CompletedProcess(_argv(argv), 0, stdout=reply.out.encode("utf-8", "surrogateescape"))
+
+
+def _argv(argv: Sequence[str | bytes]) -> tuple[str, ...]:
+    return tuple(arg if isinstance(arg, str) else arg.decode(errors="surrogateescape") for arg in argv)
+
+
+async def _identify(client: Client, timeout: float) -> tuple[GuestKind, TransportError | None]:  # noqa: ASYNC109
+    """Drive :class:`GuestProbe` over ``client``."""
+    from google.protobuf import empty_pb2
+
+    from kuasar.proto import health_pb2
+
+    probe = GuestProbe()
+    while (call := probe.next_call()) is not None:
+        first = not probe.answers
+        response_type = health_pb2.HealthCheckResponse if call.method == "Check" else empty_pb2.Empty
+        try:
+            reply = await client.call(
+                call.service, call.method, empty_pb2.Empty(), response_type, timeout=timeout
+            )
+        except RPCError as exc:
+            probe.receive(Answer(exc.code, exc.message))
+            continue
+        except KuasarError as exc:
+            if first:  # something accepted the port but does not answer ttrpc
+                probe.unreachable()
+                error = exc if isinstance(exc, TransportError) else TransportError(str(exc))
+                return GuestKind.NONE, error
+            probe.receive(Answer(_UNKNOWN, str(exc)))
+            continue
+        serving = isinstance(reply, health_pb2.HealthCheckResponse) and reply.status == reply.SERVING
+        probe.receive(Answer(OK, serving=serving and call.service == "grpc.Health"))
+    assert probe.kind is not None
+    return probe.kind, None
+
+
+async def identify(
+    address: Address,
+    *,
+    timeout: float = PROBE_TIMEOUT,  # noqa: ASYNC109 - the probe's own budget per step
+) -> tuple[GuestKind, TransportError | None]:
+    """What answers on ``address`` (an agent port), and if nothing does, the transport error."""
+    async with await Session.open(
+        GuestTarget(address, address, str(address)), probe_timeout=timeout
+    ) as session:
+        return session.kind, session.api_error

@@ -1,0 +1,142 @@
+"""What answers on a guest's agent port, sans-IO: the probe's calls, how each answer is read, the
+guest kinds, and the exec paths each kind offers.
+
+Layer contract: bottom of ``kuasar.session``; ``kuasar.errors`` only — no asyncio, no sockets, no
+protobuf. Every probe request is an empty message (empty bytes), and the one answer whose content
+matters (``grpc.Health/Check``'s status) is read by the driver, so drivers of any IO model share
+this logic unchanged.
+
+The probe (design.md "Guests in the field")::
+
+    grpc.Health/Check ── SERVING ──> kuasar.agent.v1.Agent/Ping ── OK ─────────> kuasar-agent
+          │                                  └── not served ──> grpc.Health/Version ── OK ──> kata-agent
+          │                                                                   └── else ──> ttrpc
+          └── "grpc.Health service does not exist" / not served
+                  ──> grpc.SandboxService/Check ── OK ──> vmm-task
+                                          └── else ──> ttrpc
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+#: gRPC status codes the probe reads (numbers as on the wire).
+OK, INVALID_ARGUMENT, UNIMPLEMENTED = 0, 3, 12
+#: grpc.health.v1 ``HealthCheckResponse.ServingStatus.SERVING``.
+SERVING = 1
+AGENT_SERVICE = "kuasar.agent.v1.Agent"
+HEALTH_SERVICE = "grpc.Health"
+SANDBOX_SERVICE = "grpc.SandboxService"
+
+
+class GuestKind(enum.Enum):
+    """What serves a guest's agent port (vsock 1024)."""
+
+    #: Our agent: every path, exact bytes.
+    KUASAR_AGENT = "kuasar-agent"
+    #: A stock Kuasar guest: ``grpc.SandboxService`` (ExecVMProcess), its debug console with task.debug.
+    VMM_TASK = "vmm-task"
+    #: A Kata agent: ``grpc.Health``, ``grpc.AgentService``; a plain debug console on its own vport.
+    KATA_AGENT = "kata-agent"
+    #: A ttrpc server we cannot name.
+    TTRPC = "ttrpc"
+    #: Nothing answered on the agent port.
+    NONE = "none"
+
+
+class ExecPath(enum.Enum):
+    """A way to run a command in a guest."""
+
+    #: ``kuasar.agent.v1.Agent/Exec``: streams, stderr apart, PTY and resize, signals.
+    API = "api"
+    #: The debug console (``KSR_MODE exec`` + the marker wrapper): streams, stderr merged.
+    CONSOLE = "console"
+    #: ``grpc.SandboxService/ExecVMProcess``: one shot; output when the command ends.
+    VM_PROCESS = "exec-vm-process"
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One probe call; its request is always the empty message."""
+
+    service: str
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """How a probe call ended.
+
+    Attributes:
+        code: the status code (``OK`` = 0).
+        message: the status message.
+        serving: for ``grpc.Health/Check`` answered OK: whether the status was SERVING.
+    """
+
+    code: int
+    message: str = ""
+    serving: bool = False
+
+
+def not_served(answer: Answer) -> bool:
+    """The server says it has no such service or method (Go, Rust 0.5 and Rust ≥0.7 texts)."""
+    if answer.code == UNIMPLEMENTED:
+        return True
+    return answer.code == INVALID_ARGUMENT and "does not exist" in answer.message
+
+
+_CHECK = Call(HEALTH_SERVICE, "Check")
+_PING = Call(AGENT_SERVICE, "Ping")
+_VERSION = Call(HEALTH_SERVICE, "Version")
+_SANDBOX_CHECK = Call(SANDBOX_SERVICE, "Check")
+
+
+class GuestProbe:
+    """The probe as a state machine: ``next_call()`` → the driver makes it → ``receive(answer)``,
+    until ``kind`` is set. A driver that cannot reach a ttrpc server at all calls ``unreachable()``.
+    """
+
+    def __init__(self) -> None:
+        self._pending: Call | None = _CHECK
+        self.kind: GuestKind | None = None
+        self.answers: list[tuple[Call, Answer]] = []
+
+    def next_call(self) -> Call | None:
+        """The call to make now, or ``None`` once the kind is known."""
+        return self._pending
+
+    def unreachable(self) -> None:
+        """Nothing answered on the agent port (dial or handshake failed, or no ttrpc there)."""
+        self._pending = None
+        self.kind = GuestKind.NONE
+
+    def receive(self, answer: Answer) -> None:
+        """The answer to :meth:`next_call`'s call."""
+        call = self._pending
+        if call is None:
+            raise RuntimeError("the probe is already finished")
+        self.answers.append((call, answer))
+        self._pending, self.kind = self._step(call, answer)
+
+    @staticmethod
+    def _step(call: Call, answer: Answer) -> tuple[Call | None, GuestKind | None]:
+        ok = answer.code == OK
+        if call == _CHECK:
+            if ok and answer.serving:
+                return _PING, None
+            return (_SANDBOX_CHECK, None) if not_served(answer) else (None, GuestKind.TTRPC)
+        if call == _PING:
+            return (None, GuestKind.KUASAR_AGENT) if ok else (_VERSION, None)
+        if call == _VERSION:
+            return None, GuestKind.KATA_AGENT if ok else GuestKind.TTRPC
+        return None, GuestKind.VMM_TASK if ok else GuestKind.TTRPC
+
+
+def exec_paths(kind: GuestKind) -> tuple[ExecPath, ...]:
+    """The exec paths to try for ``kind``, best first (the console is tried only if it answers)."""
+    if kind is GuestKind.KUASAR_AGENT:
+        return (ExecPath.API, ExecPath.CONSOLE)
+    if kind is GuestKind.VMM_TASK:
+        return (ExecPath.CONSOLE, ExecPath.VM_PROCESS)
+    return (ExecPath.CONSOLE,)
