@@ -7,9 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -191,3 +193,54 @@ def test_long_stdin_lines_and_binary_stdin_arrive_whole(sandbox: LocalSandbox) -
     result = sandbox.exec("sh", "-c", "cat | md5sum", flags=["-i"], input=data)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
+
+
+#: Runs ``kuasar.ctl.main.main(argv)`` as ``kuasarctl`` does, then writes every loaded module's name.
+_DUMP_MODULES = """
+import sys
+from kuasar.ctl.main import main
+try:
+    code = main(sys.argv[2:])
+finally:
+    with open(sys.argv[1], "w") as file:
+        file.write("\\n".join(sorted(sys.modules)))
+sys.exit(code)
+"""
+
+#: What ``exec --console`` never loads: the agent API's stack (protobuf and all that is built on it),
+#: the guest agent, and the machinery of other subcommands (local sandboxes, cp's tar code).
+NOT_ON_THE_CONSOLE_PATH = (
+    "google",
+    "kuasar.proto",
+    "kuasar.ttrpc",
+    "kuasar.guest",
+    "kuasar.remote_process",
+    "kuasar.agent",
+    "kuasar.sandbox.local",
+    "kuasar.sandbox.supervisor",
+    "kuasar.tarstream",
+    "kuasar.fscopy",
+)
+
+
+def test_console_exec_imports_no_protobuf(sandbox: LocalSandbox, tmp_path: Path) -> None:
+    dump = tmp_path / "modules.txt"
+    flags = ["--console", "-i", "-e", "A=x", "-d", sandbox.root]
+    command = [sandbox.id, "sh", "-c", 'cat; echo "$A"']
+    result = subprocess.run(
+        [sys.executable, "-c", _DUMP_MODULES, str(dump), "exec", *flags, *command],
+        input=b"in\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, b"in\nx\n"), result.stderr
+    loaded = set(dump.read_text().split())
+    assert {"kuasar.console", "kuasar.console_session", "kuasar.transport.hvsock"} <= loaded  # it ran
+    unneeded = sorted(
+        name
+        for name in loaded
+        for bad in NOT_ON_THE_CONSOLE_PATH
+        if name == bad or name.startswith(bad + ".")
+    )
+    assert not unneeded, unneeded
