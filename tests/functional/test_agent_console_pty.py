@@ -1,24 +1,21 @@
-"""agent/pty: real PTY pairs, modes, window size, session leaders with a controlling terminal, and
-killing a whole session."""
+"""agent/pty and the one spawner (agent/process): real PTY pairs, modes, window size, session leaders
+with a controlling terminal, and the one kill policy (the whole session, on PTYs and pipes alike)."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sys
 import termios
 from pathlib import Path
 
 import pytest
 
-from kuasar.agent.pty import (
-    PtyMode,
-    get_window_size,
-    kill_session,
-    open_pty,
-    session_members,
-    set_window_size,
-    spawn_on_pty,
-)
+from kuasar.agent.process import ExitStatus, Process, is_spawned, session_members
+from kuasar.agent.pty import PtyMode, get_window_size, open_pty, set_window_size
+from kuasar.errors import RPCError
+from kuasar.ttrpc.codes import Code
 
 GUARD = 20.0
 
@@ -28,19 +25,6 @@ def stat_fields(pid: int) -> list[bytes]:
     with open(f"/proc/{pid}/stat", "rb") as file:
         stat = file.read()
     return stat[stat.rfind(b")") + 2 :].split()
-
-
-async def read_all(master: int) -> bytes:
-    loop = asyncio.get_running_loop()
-    out = bytearray()
-    while True:
-        try:
-            chunk = await loop.run_in_executor(None, os.read, master, 65536)
-        except OSError:  # EIO: every slave closed
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out += chunk
 
 
 @pytest.mark.parametrize(
@@ -64,60 +48,74 @@ def test_open_pty_applies_mode_and_size(mode: PtyMode, echo: bool, opost: bool) 
         os.close(slave)
 
 
+async def collect(process: Process) -> bytes:
+    out = bytearray()
+
+    async def sink(_stream: int, data: bytes) -> None:
+        out.extend(data)
+
+    await process.pump_output(sink)
+    return bytes(out)
+
+
 @pytest.mark.asyncio
 async def test_spawned_process_leads_a_session_on_its_controlling_pty() -> None:
-    master, slave = open_pty(PtyMode(echo=False, opost=False), rows=40, cols=100)
-    try:
-        process = await spawn_on_pty(["sh", "-c", "read go; stty size; echo $go >/dev/tty; exit 5"], slave)
-    finally:
-        os.close(slave)
-    try:
+    mode = PtyMode(echo=False, opost=False)
+    script = "read go; stty size; echo $go >/dev/tty; exit 5"
+    async with await Process.start(["sh", "-c", script], tty=True, rows=40, cols=100, mode=mode) as process:
         fields = stat_fields(process.pid)
         assert int(fields[2]) == int(fields[3]) == process.pid  # pgrp == session == pid
         assert int(fields[4]) != 0  # tty_nr: it has a controlling terminal
-        os.write(master, b"ok\n")
+        await process.write_stdin(b"ok\n")
         async with asyncio.timeout(GUARD):
-            out = await read_all(master)
-            assert await process.wait() == 5
+            out = await collect(process)
+            assert await process.wait() == ExitStatus(5)
         assert out == b"40 100\nok\n"
-    finally:
-        os.close(master)
 
 
 @pytest.mark.asyncio
-async def test_spawn_errors_are_raised_in_the_parent(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tty", [True, False], ids=["pty", "pipes"])
+async def test_spawn_errors_are_raised_in_the_parent(tmp_path: Path, tty: bool) -> None:
     not_executable = tmp_path / "script"
     not_executable.write_text("#!/bin/sh\n")
     not_executable.chmod(0o644)
-    master, slave = open_pty()
-    try:
-        with pytest.raises(FileNotFoundError):
-            await spawn_on_pty(["/nonexistent/shell"], slave)
-        with pytest.raises(PermissionError):
-            await spawn_on_pty([str(not_executable)], slave)
-    finally:
-        os.close(master)
-        os.close(slave)
+    with pytest.raises(RPCError) as missing:
+        await Process.start(["/nonexistent/shell"], tty=tty)
+    assert missing.value.code == Code.NOT_FOUND
+    with pytest.raises(RPCError) as denied:
+        await Process.start([str(not_executable)], tty=tty)
+    assert denied.value.code == Code.PERMISSION_DENIED
+
+
+JOB = "import os, sys; os.setpgid(0, 0); os.execvp('sleep', ['sleep', sys.argv[1]])"
+
+
+async def own_group_job(pid_file: Path) -> int:
+    """The PID the script wrote, once that process leads a process group of its own."""
+    async with asyncio.timeout(GUARD):
+        while not pid_file.exists() or not pid_file.read_text().endswith("\n"):
+            await asyncio.sleep(0.01)
+        job = int(pid_file.read_text())
+        while int(stat_fields(job)[2]) != job:
+            await asyncio.sleep(0.01)
+    return job
 
 
 @pytest.mark.asyncio
-async def test_kill_session_reaches_other_process_groups_of_the_session() -> None:
-    master, slave = open_pty()
+@pytest.mark.parametrize("tty", [True, False], ids=["pty", "pipes"])
+async def test_close_kills_other_process_groups_of_the_session(tmp_path: Path, tty: bool) -> None:
+    """One kill policy on both spawn paths: a job in its own process group dies with the session."""
+    marker = "765401.5" if tty else "765402.5"
+    pid_file = tmp_path / "job.pid"
+    script = f'{sys.executable} -c "{JOB}" {marker} & echo $! >{pid_file}; wait'
+    process = await Process.start(["sh", "-c", script], tty=tty)
     try:
-        # set -m: job control, so the background job gets its own process group.
-        process = await spawn_on_pty(["sh", "-c", "set -m; sleep 765401.5 & echo $!; wait"], slave)
+        job = await own_group_job(pid_file)
+        assert session_members(process.pid) >= {process.pid, job}  # another group, the same session
     finally:
-        os.close(slave)
-    try:
-        loop = asyncio.get_running_loop()
-        line = await asyncio.wait_for(loop.run_in_executor(None, os.read, master, 64), GUARD)
-        job = int(line.split()[0])
-        assert int(stat_fields(job)[2]) != process.pid  # another process group ...
-        assert session_members(process.pid) >= {process.pid, job}  # ... of the same session
-        kill_session(process.pid)
-        async with asyncio.timeout(GUARD):
-            assert await process.wait() == -9
-            while session_members(process.pid):
-                await asyncio.sleep(0.01)
-    finally:
-        os.close(master)
+        await process.close()
+    assert process.status is not None and process.status.signal == signal.SIGKILL
+    async with asyncio.timeout(GUARD):
+        while session_members(process.pid):
+            await asyncio.sleep(0.01)
+    assert not is_spawned(process.pid)

@@ -17,7 +17,8 @@ import secrets
 import socket
 from collections.abc import Mapping, Sequence
 
-from kuasar.agent.process import Process, parse_user
+from kuasar.agent.process import Process
+from kuasar.agent.users import parse_user
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 

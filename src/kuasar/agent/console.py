@@ -1,7 +1,9 @@
 """The agent's debug console (vsock port 1025), compatible with Kuasar's vmm-task.
 
-Layer contract: agent side; asyncio, ``kuasar.agent.pty``, ``kuasar.config``. ``serve_console`` is a
-connection handler (``transport.listen`` / ``asyncio.start_unix_server`` callback):
+Layer contract: agent side; asyncio, ``kuasar.agent.process`` (the one spawner: the shell is a
+:class:`~kuasar.agent.process.Process` on a PTY, killed and reaped by its policy), ``kuasar.config``.
+``serve_console`` is a connection handler (``transport.listen`` / ``asyncio.start_unix_server``
+callback):
 
 1. wait up to ``limits.console_sniff`` (100 ms) for a first line of at most ``limits.console_header``
    bytes; the rule is :class:`kuasar.agent.console_header.HeaderSniffer`'s (sans-IO), this module
@@ -20,11 +22,12 @@ import asyncio
 import contextlib
 import os
 
-from kuasar._fdio import read_chunks, write_all
 from kuasar._log import ContextAdapter, get_logger
 from kuasar.agent.console_header import HeaderDecision, HeaderSniffer
-from kuasar.agent.pty import PtyMode, kill_session, open_pty, spawn_on_pty
+from kuasar.agent.process import DEFAULT_PATH, Process
+from kuasar.agent.pty import PtyMode
 from kuasar.config import DEFAULT_LIMITS, Limits
+from kuasar.errors import KuasarError
 
 FALLBACK_SHELL = "/bin/sh"
 READ_CHUNK = 64 * 1024
@@ -67,7 +70,7 @@ def shell_argv(shell: str, exec_mode: bool) -> list[str]:
 
 def _shell_env(exec_mode: bool) -> dict[str, str]:
     env = {
-        "PATH": os.environ.get("PATH") or "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": os.environ.get("PATH") or DEFAULT_PATH,
         "TERM": os.environ.get("TERM") or "xterm",
         "HOME": os.environ.get("HOME") or "/root",
         "XDG_RUNTIME_DIR": "/run",
@@ -78,15 +81,16 @@ def _shell_env(exec_mode: bool) -> dict[str, str]:
     return env
 
 
-async def _pty_to_client(master: int, writer: asyncio.StreamWriter) -> None:
-    async for data in read_chunks(master, READ_CHUNK):  # ends when the shell and its children are gone
-        writer.write(data)
-        await writer.drain()
+async def _start_shell(shell: str, exec_mode: bool) -> Process:
+    """The shell, a session leader on a new PTY: transparent and silent in exec mode."""
+    mode = PtyMode(echo=not exec_mode, opost=not exec_mode, raw_input=exec_mode)
+    argv = shell_argv(pick_shell(shell), exec_mode)
+    return await Process.start(argv, tty=True, mode=mode, env=_shell_env(exec_mode), cwd="/")
 
 
-async def _client_to_pty(reader: asyncio.StreamReader, master: int) -> None:
+async def _client_to_pty(reader: asyncio.StreamReader, process: Process) -> None:
     while data := await reader.read(READ_CHUNK):
-        await write_all(master, data)
+        await process.write_stdin(data)
 
 
 async def serve_console(
@@ -112,41 +116,21 @@ async def serve_console(
     global _connections  # noqa: PLW0603 - a log context counter
     _connections += 1
     clog = log.child(console=_connections)
-    process: asyncio.subprocess.Process | None = None
-    master = -1
+    process: Process | None = None
     try:
         exec_mode, replay = await sniff_header(reader, limits)
-        mode = PtyMode(echo=not exec_mode, opost=not exec_mode, raw_input=exec_mode)
-        master, slave = open_pty(mode)
-        try:
-            process = await spawn_on_pty(
-                shell_argv(pick_shell(shell), exec_mode), slave, env=_shell_env(exec_mode), cwd="/"
-            )
-        finally:
-            os.close(slave)
-        os.set_blocking(master, False)
+        process = await _start_shell(shell, exec_mode)
         clog.info("shell %d started (%s mode)", process.pid, "exec" if exec_mode else "interactive")
         if replay:
-            await write_all(master, replay)
-        await _pump(reader, writer, master, process, limits=limits, clog=clog)
-    except (OSError, ConnectionError) as exc:
+            await process.write_stdin(replay)
+        await _pump(reader, writer, process, limits=limits, clog=clog)
+    except (OSError, ConnectionError, KuasarError) as exc:
         clog.warning("console connection ended: %s", exc)
     finally:
         if process is not None:
-            killed = kill_session(process.pid)
-            try:
-                async with asyncio.timeout(limits.shutdown_grace):
-                    await process.wait()
-                clog.info(
-                    "shell %d reaped (status %s; %d more of its session killed)",
-                    process.pid,
-                    process.returncode,
-                    killed,
-                )
-            except TimeoutError:
-                clog.warning("shell %d did not exit after SIGKILL", process.pid)
-        if master >= 0:
-            os.close(master)
+            killed = process.kill()
+            await process.close()
+            clog.info("shell %d reaped (%s; %d of its session killed)", process.pid, process.status, killed)
         writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await writer.wait_closed()
@@ -155,15 +139,19 @@ async def serve_console(
 async def _pump(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    master: int,
-    process: asyncio.subprocess.Process,
+    process: Process,
     *,
     limits: Limits,
     clog: ContextAdapter,
 ) -> None:
     """Relay both ways until the client or the PTY ends, or the shell exits."""
-    output = asyncio.ensure_future(_pty_to_client(master, writer))
-    inputs = asyncio.ensure_future(_client_to_pty(reader, master))
+
+    async def to_client(_stream: int, data: bytes) -> None:
+        writer.write(data)
+        await writer.drain()
+
+    output = asyncio.ensure_future(process.pump_output(to_client, chunk=READ_CHUNK))
+    inputs = asyncio.ensure_future(_client_to_pty(reader, process))
     shell_exit = asyncio.ensure_future(process.wait())
     tasks = (output, inputs, shell_exit)
     try:
@@ -171,8 +159,8 @@ async def _pump(
         if output not in done and shell_exit in done:
             # The shell is gone but something of its session may still hold the PTY: end it, then
             # let the output pump deliver what the shell wrote until EIO (bounded).
-            clog.debug("shell %d exited (%s); ending its session", process.pid, process.returncode)
-            kill_session(process.pid)
+            clog.debug("shell %d exited (%s); ending its session", process.pid, process.status)
+            process.kill()
             await asyncio.wait((output,), timeout=limits.shutdown_grace)
         for task in done:
             if task is not shell_exit and not task.cancelled() and task.exception() is not None:

@@ -17,13 +17,14 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kuasar import __version__
 from kuasar.address import parse_address
 from kuasar.agent.cmdline import read_cmdline
 from kuasar.agent.console import ConsoleSessions
+from kuasar.agent.process import is_spawned
 from kuasar.agent.reaper import OrphanReaper
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
 from kuasar.errors import KuasarError
@@ -78,6 +79,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _owned_by(services: AgentServices | None) -> Callable[[int], bool]:
+    """The zombies the orphan reaper leaves alone: unreaped ``Process``es and container inits."""
+
+    def owned(pid: int) -> bool:
+        return is_spawned(pid) or (services is not None and services.owns_pid(pid))
+
+    return owned
+
+
 async def _serve(args: argparse.Namespace) -> int:
     from kuasar import transport, ttrpc
     from kuasar.agent.services import AgentServices
@@ -114,7 +124,7 @@ async def _serve(args: argparse.Namespace) -> int:
             listeners.append(await transport.listen(parse_address(args.console), consoles.handle, mode=0o600))
             log.info("debug console on %s (shell %s)", args.console, shell)
         if os.getpid() == 1:
-            reaper = OrphanReaper(services.owns_pid if services is not None else lambda _pid: False)
+            reaper = OrphanReaper(_owned_by(services))
             reaper.start()
         if args.ready_fd is not None:
             with contextlib.suppress(OSError):

@@ -1,23 +1,28 @@
-"""One guest process for the agent's ``Exec``: spawned on pipes or on a PTY, pumped, signalled, reaped.
+"""The agent's one process spawner: on pipes or on a PTY, pumped, signalled, killed and reaped.
 
-Layer contract: agent side; stdlib (os, subprocess, pwd/grp, asyncio), ``kuasar.agent.pty``,
-``kuasar._fdio``, ``kuasar.userspec`` (the checked ``user`` spec) and ``kuasar.errors`` /
-``kuasar.ttrpc.codes`` (for the statuses a failed start becomes). No protobuf:
-:mod:`kuasar.agent.services.exec` translates messages.
+Layer contract: agent side; stdlib (os, subprocess, asyncio), ``kuasar.agent.pty`` (PTY
+primitives), ``kuasar.agent.procfs``, ``kuasar.agent.users`` (who it runs as), ``kuasar._fdio`` and
+``kuasar.errors`` / ``kuasar.ttrpc.codes`` (for the statuses a failed start becomes). No protobuf:
+:mod:`kuasar.agent.services.exec` translates messages. Every process the agent starts for someone
+(an ``Exec``, a ``runc exec``, a debug-console shell) is a :class:`Process`.
 
 Shape:
 - :meth:`Process.start` forks with :class:`subprocess.Popen` (so exec errors are raised here in the
   parent: ``FileNotFoundError`` -> ``NOT_FOUND``, ``PermissionError``/``ENOEXEC`` ->
-  ``PERMISSION_DENIED``) in a new session: with ``tty`` the PTY slave becomes its controlling
-  terminal; otherwise stdout and stderr are two pipes and stdin is a pipe or ``/dev/null``.
+  ``PERMISSION_DENIED``) in a new session: with ``tty`` the PTY slave (in the given
+  :class:`~kuasar.agent.pty.PtyMode`) becomes its controlling terminal; otherwise stdout and
+  stderr are two pipes and stdin is a pipe or ``/dev/null``.
 - The exit is watched through a pidfd: its status is read with ``waitid(WNOWAIT)`` (exit code,
   signal and core dump kept apart), and the zombie is reaped only in :meth:`Process.close`, after
-  the process group has been killed, so the group id cannot have been reused in between.
+  the session has been killed, so the group and session ids cannot have been reused in between.
+  :func:`is_spawned` tells a PID-1 orphan reaper to leave these zombies alone.
 - :meth:`Process.pump_output` reads at most ``CHUNK`` bytes at a time from each output fd and hands
   them to an async sink (backpressure: the next read waits for the sink); after the process exits,
   descendants still holding the output get ``DRAIN_GRACE`` seconds before the pumps are cut.
-- :meth:`Process.close` (always called, also on cancellation) SIGKILLs the process group, reaps,
-  and closes every fd.
+- One kill policy, :func:`kill_session`: SIGKILL the process group and every other process of the
+  session (job-control groups of an interactive shell included; only processes that called
+  ``setsid()`` themselves escape). :meth:`Process.kill` applies it; :meth:`Process.close` (always
+  called, also on cancellation) applies it, reaps within a bound and closes every fd.
 """
 
 from __future__ import annotations
@@ -26,9 +31,7 @@ import asyncio
 import contextlib
 import errno
 import fcntl
-import grp
 import os
-import pwd
 import signal
 import subprocess
 import termios
@@ -36,20 +39,30 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from kuasar._fdio import read_chunks, write_all
-from kuasar.agent.pty import PtyMode, open_pty, set_window_size
+from kuasar._log import get_logger
+from kuasar.agent.procfs import processes
+from kuasar.agent.pty import DEFAULT_COLS, DEFAULT_ROWS, PtyMode, open_pty, set_window_size
+from kuasar.agent.users import Credentials, resolve_user
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
-from kuasar.userspec import InvalidUserSpec, UserSpec, parse_user_spec
 
 #: Largest output chunk handed to the sink.
 CHUNK = 64 * 1024
 #: After the process exits, how long descendants holding its stdout/stderr may keep them open.
 DRAIN_GRACE = 2.0
+#: How long :meth:`Process.close` waits for the process to die after SIGKILL.
+KILL_TIMEOUT = 10.0
 #: stdout and stderr, as the sink's first argument.
 STDOUT, STDERR = 1, 2
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+#: Passes of :func:`kill_session`: a process forking while we scan is caught by the next pass.
+_KILL_PASSES = 8
+#: PIDs of started processes not reaped yet (their exit statuses belong to their ``Process``).
+_unreaped: set[int] = set()
 
 OutputSink = Callable[[int, bytes], Awaitable[None]]
+
+log = get_logger("kuasar.agent.process")
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,70 +79,6 @@ class ExitStatus:
         if os.WIFSIGNALED(status):
             return cls(0, os.WTERMSIG(status), os.WCOREDUMP(status))
         return cls(os.WEXITSTATUS(status))
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """Who the process runs as (``None``: the agent's own)."""
-
-    uid: int
-    gid: int
-    groups: tuple[int, ...]
-    home: str
-    name: str
-
-
-def parse_user(spec: str) -> UserSpec | None:
-    """:func:`kuasar.userspec.parse_user_spec` with the agent's status for a bad spec.
-
-    Raises:
-        RPCError: ``INVALID_ARGUMENT`` for a malformed spec or an id outside 0 … 2^32-2.
-    """
-    try:
-        return parse_user_spec(spec)
-    except InvalidUserSpec as exc:
-        raise RPCError(Code.INVALID_ARGUMENT, str(exc)) from None
-
-
-def resolve_user(spec: str) -> Credentials | None:
-    """``name``, ``uid``, ``name:group`` or ``uid:gid`` -> credentials; empty -> ``None``.
-
-    A uid without a passwd entry runs with gid 0 and no supplementary groups, as docker does.
-
-    Raises:
-        RPCError: ``INVALID_ARGUMENT`` for a malformed spec, an out-of-range id, or an unknown
-            user or group name; ``PERMISSION_DENIED`` when switching to another user without
-            being root.
-    """
-    parsed = parse_user(spec)
-    if parsed is None:
-        return None
-    entry: pwd.struct_passwd | None
-    try:
-        entry = pwd.getpwuid(parsed.user) if isinstance(parsed.user, int) else pwd.getpwnam(parsed.user)
-    except KeyError:
-        if isinstance(parsed.user, str):
-            raise RPCError(Code.INVALID_ARGUMENT, f"unknown user {parsed.user!r}") from None
-        entry = None
-    uid = parsed.user if isinstance(parsed.user, int) else entry.pw_uid  # type: ignore[union-attr]
-    if isinstance(parsed.group, int):
-        gid = parsed.group
-    elif parsed.group is not None:
-        try:
-            gid = grp.getgrnam(parsed.group).gr_gid
-        except KeyError:
-            raise RPCError(Code.INVALID_ARGUMENT, f"unknown group {parsed.group!r}") from None
-    else:
-        gid = entry.pw_gid if entry is not None else 0
-    name = entry.pw_name if entry is not None else str(uid)
-    groups: tuple[int, ...] = (gid,)
-    if entry is not None and parsed.group is None:
-        with contextlib.suppress(OSError):
-            groups = tuple(os.getgrouplist(entry.pw_name, gid))
-    if os.geteuid() != 0 and (uid, gid) != (os.geteuid(), os.getegid()):
-        raise RPCError(Code.PERMISSION_DENIED, f"cannot run as {spec!r}: the agent is not root")
-    home = entry.pw_dir if entry is not None else "/"
-    return Credentials(uid, gid, groups, home, name)
 
 
 def build_env(extra: Mapping[str, str], *, tty: bool, credentials: Credentials | None) -> dict[str, str]:
@@ -166,6 +115,99 @@ def _start_error(exc: OSError, argv: Sequence[str], cwd: str) -> RPCError:
     return RPCError(Code.FAILED_PRECONDITION, f"{program}: cannot start: {exc.strerror or exc}")
 
 
+def session_members(sid: int) -> set[int]:
+    """Live (non-zombie) processes whose session ID is ``sid``."""
+    return {proc.pid for proc in processes() if proc.session == sid and proc.state != "Z"}
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL the process group ``sid`` and every other process of session ``sid``.
+
+    Safe until the session leader is reaped: Linux does not reuse a PID while a process, a process
+    group or a session still carries it. Returns how many processes were signalled by PID.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(sid, signal.SIGKILL)
+    killed: set[int] = set()
+    for _ in range(_KILL_PASSES):
+        fresh = session_members(sid) - killed
+        if not fresh:
+            break
+        for pid in fresh:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        killed |= fresh
+    return len(killed)
+
+
+def is_spawned(pid: int) -> bool:
+    """True for a :class:`Process` not reaped yet: its :meth:`Process.close` will reap it."""
+    return pid in _unreaped
+
+
+@dataclass(frozen=True, slots=True)
+class _Stdio:
+    """The child's three fds, the parent's ends (by name) and every fd to close after the fork."""
+
+    child: tuple[int, int, int]
+    parent: dict[str, int]
+    child_ends: list[int]
+
+
+def _open_stdio(*, tty: bool, stdin: bool, mode: PtyMode, rows: int, cols: int) -> _Stdio:
+    """A PTY pair (``tty``) or pipes; on failure every fd opened so far is closed."""
+    parent: dict[str, int] = {}
+    child_ends: list[int] = []
+    try:
+        if tty:
+            parent["master"], slave = open_pty(mode, rows or DEFAULT_ROWS, cols or DEFAULT_COLS)
+            child_ends.append(slave)
+            return _Stdio((slave, slave, slave), parent, child_ends)
+        parent["stdout"], out_w = os.pipe()
+        child_ends.append(out_w)
+        parent["stderr"], err_w = os.pipe()
+        child_ends.append(err_w)
+        if stdin:
+            in_r, parent["stdin"] = os.pipe()
+        else:
+            in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        child_ends.append(in_r)
+        return _Stdio((in_r, out_w, err_w), parent, child_ends)
+    except BaseException:
+        for fd in (*parent.values(), *child_ends):
+            os.close(fd)
+        raise
+
+
+def _popen(
+    argv: Sequence[str],
+    stdio: tuple[int, int, int],
+    env: dict[str, str],
+    cwd: str,
+    credentials: Credentials | None,
+    *,
+    ctty: bool,
+) -> subprocess.Popen[bytes]:
+    """Fork and exec in a new session (with ``ctty``, stdin becomes its controlling terminal)."""
+    try:
+        # Popen, not asyncio's: its child watcher would race our pidfd for the status.
+        return subprocess.Popen(
+            list(argv),
+            stdin=stdio[0],
+            stdout=stdio[1],
+            stderr=stdio[2],
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+            preexec_fn=_take_controlling_terminal if ctty else None,  # noqa: PLW1509 - one ioctl
+            user=credentials.uid if credentials else None,
+            group=credentials.gid if credentials else None,
+            extra_groups=list(credentials.groups) if credentials else None,
+        )
+    except OSError as exc:
+        raise _start_error(exc, argv, cwd) from None
+
+
 class Process:
     """A started process; use :meth:`start`, and always :meth:`close` (or ``async with``)."""
 
@@ -178,6 +220,7 @@ class Process:
         self._status: ExitStatus | None = None
         self._exited = asyncio.Event()
         self._reaped = False
+        _unreaped.add(self.pid)
         asyncio.get_running_loop().add_reader(self._pidfd, self._on_exit)
 
     @classmethod
@@ -192,6 +235,7 @@ class Process:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         user: str = "",
+        mode: PtyMode | None = None,
     ) -> Process:
         """Start ``argv`` in a new session.
 
@@ -205,6 +249,8 @@ class Process:
             env: added to the default environment (PATH, HOME, TERM on a PTY).
             cwd: working directory (empty: ``/``).
             user: ``name``, ``uid`` or ``uid:gid`` (switching needs root).
+            mode: the PTY's echo, output-processing and input flags (with ``tty``; default: a
+                terminal's usual ones).
 
         Raises:
             RPCError: ``NOT_FOUND`` (no such program), ``PERMISSION_DENIED`` (not executable, or
@@ -217,58 +263,19 @@ class Process:
         if not os.path.isdir(workdir):  # noqa: ASYNC240 - one stat, before the fork
             raise RPCError(Code.INVALID_ARGUMENT, f"no such directory: {workdir!r}")
         environment = build_env(env or {}, tty=tty, credentials=credentials)
-        child_ends: list[int] = []
-        parent: dict[str, int] = {}
+        stdio = _open_stdio(tty=tty, stdin=stdin, mode=mode or PtyMode(), rows=rows, cols=cols)
         try:
-            if tty:
-                master, slave = open_pty(PtyMode(), rows or 24, cols or 80)
-                parent["master"] = master
-                child_ends.append(slave)
-                stdio: tuple[int, int, int] = (slave, slave, slave)
-                preexec: Callable[[], None] | None = _take_controlling_terminal
-            else:
-                out_r, out_w = os.pipe()
-                parent["stdout"] = out_r
-                child_ends.append(out_w)
-                err_r, err_w = os.pipe()
-                parent["stderr"] = err_r
-                child_ends.append(err_w)
-                if stdin:
-                    in_r, in_w = os.pipe()
-                    parent["stdin"] = in_w
-                    child_ends.append(in_r)
-                else:
-                    in_r = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
-                    child_ends.append(in_r)
-                stdio = (in_r, out_w, err_w)
-                preexec = None
-            try:
-                # Popen, not asyncio's: its child watcher would race our pidfd for the status.
-                popen = subprocess.Popen(  # noqa: ASYNC220
-                    list(argv),
-                    stdin=stdio[0],
-                    stdout=stdio[1],
-                    stderr=stdio[2],
-                    env=environment,
-                    cwd=workdir,
-                    start_new_session=True,
-                    preexec_fn=preexec,  # noqa: PLW1509 - only an ioctl, needed for the ctty
-                    user=credentials.uid if credentials else None,
-                    group=credentials.gid if credentials else None,
-                    extra_groups=list(credentials.groups) if credentials else None,
-                )
-            except OSError as exc:
-                raise _start_error(exc, argv, workdir) from None
+            popen = _popen(argv, stdio.child, environment, workdir, credentials, ctty=tty)
         except BaseException:
-            for fd in parent.values():
+            for fd in stdio.parent.values():
                 os.close(fd)
             raise
         finally:
-            for fd in child_ends:
+            for fd in stdio.child_ends:
                 os.close(fd)
-        for fd in parent.values():
+        for fd in stdio.parent.values():
             os.set_blocking(fd, False)
-        return cls(popen, tty=tty, fds=parent)
+        return cls(popen, tty=tty, fds=stdio.parent)
 
     async def __aenter__(self) -> Process:
         return self
@@ -385,24 +392,41 @@ class Process:
         assert self._status is not None
         return self._status
 
+    def kill(self) -> int:
+        """SIGKILL the process's whole session (:func:`kill_session`); :meth:`close` reaps it.
+
+        Returns:
+            How many processes were signalled by PID (0 once reaped).
+        """
+        return 0 if self._reaped else kill_session(self.pid)
+
     async def close(self) -> None:
-        """SIGKILL the whole process group, reap the process, close every fd. Idempotent."""
-        if not self._reaped:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signal.SIGKILL)
-            if not self._exited.is_set():
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(10):
+        """Kill the whole session, reap the process (waiting at most ``KILL_TIMEOUT`` seconds for
+        it to die), close every fd. Idempotent; a cancelled close still reaps and closes."""
+        try:
+            self.kill()
+            if not self._reaped and not self._exited.is_set():
+                try:
+                    async with asyncio.timeout(KILL_TIMEOUT):
                         await self._exited.wait()
-            self._reaped = True
-            with contextlib.suppress(ChildProcessError):
-                os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)  # noqa: ASYNC222 - WNOHANG
-            self._popen.returncode = self._returncode()
-            if not self._exited.is_set():
-                asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-        for name in list(self._fds):
-            self._close_fd(name)
+                except TimeoutError:
+                    log.warning("process %d did not exit %g s after SIGKILL", self.pid, KILL_TIMEOUT)
+        finally:
+            self._reap()
+            for name in list(self._fds):
+                self._close_fd(name)
+
+    def _reap(self) -> None:
+        if self._reaped:
+            return
+        self._reaped = True
+        _unreaped.discard(self.pid)
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        self._popen.returncode = self._returncode()
+        if not self._exited.is_set():
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
 
     def _returncode(self) -> int:
         status = self._status or ExitStatus(255)

@@ -30,7 +30,8 @@ from google.protobuf import empty_pb2
 import kuasar
 from kuasar import ttrpc
 from kuasar._log import get_logger
-from kuasar.agent.process import STDERR, Process, parse_user
+from kuasar.agent.process import STDERR, Process
+from kuasar.agent.users import parse_user
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
 from kuasar.proto import agent_pb2 as pb
