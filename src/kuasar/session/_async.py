@@ -8,7 +8,8 @@ no printing, no exit codes: the CLI and library users drive the paths it opens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,8 +25,11 @@ if TYPE_CHECKING:
     import asyncio
 
     from kuasar.guest import Guest
-    from kuasar.remote_process import CompletedProcess
+    from kuasar.remote_process import CompletedProcess, RemoteProcess
     from kuasar.ttrpc import Client
+
+#: ``await on_output(fd, chunk)``: fd 1 for stdout, 2 for stderr.
+OutputCallback = Callable[[int, bytes], Awaitable[None]]
 
 #: Budget of each probe step (dial + handshake, then each call).
 PROBE_TIMEOUT = 0.4
@@ -185,6 +189,77 @@ class Session:
             return _diagnose.unreachable(self.target.label, self.api_error, error, (AGENT_PORT, port))
         return _diagnose.console_closed(self.target.label, self.kind, port, error)
 
+    async def run(
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - one deadline for whichever path runs it
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        connect_timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> tuple[ExecPath, CompletedProcess]:
+        """Run ``argv`` by the best path this guest has and collect (or stream) its output.
+
+        Args:
+            argv: program and arguments.
+            input: stdin bytes (``None``: ``/dev/null``).
+            timeout: seconds for the whole run.
+            env: variables to set.
+            cwd: working directory.
+            connect_timeout: the console dial's budget.
+            on_output: ``await on_output(STDOUT or STDERR, chunk)`` as output arrives, instead of
+                collecting it (the console path merges stderr into stdout).
+
+        Returns:
+            The path used and the outcome.
+
+        Raises:
+            DeadlineExceeded: ``timeout`` expired.
+            KuasarError: no path reaches the guest (with the diagnosis), or the command could not run.
+        """
+        import asyncio
+
+        try:
+            async with asyncio.timeout(timeout):
+                command = _Command(argv, input, env or {}, cwd)
+                return await self._run(command, connect_timeout, on_output)
+        except TimeoutError as exc:
+            if isinstance(exc, KuasarError):
+                raise
+            raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
+
+    async def _run(
+        self, command: _Command, connect_timeout: float | None, on_output: OutputCallback | None
+    ) -> tuple[ExecPath, CompletedProcess]:
+        from kuasar.remote_process import STDOUT, CompletedProcess
+
+        argv, input, env, cwd = command.argv, command.input, command.env, command.cwd
+        out: list[bytes] = []
+        sink = on_output or _collector(out)
+        paths = self.paths()
+        for path in paths:
+            if path is ExecPath.API and self.guest is not None:
+                process = self.guest.exec(argv, stdin=input is not None, env=env, cwd=cwd)
+                return path, await _stream_process(process, input, on_output)
+            if path is ExecPath.CONSOLE:
+                try:
+                    reader, writer = await self.open_console(connect_timeout=connect_timeout)
+                except KuasarError:
+                    if ExecPath.VM_PROCESS not in paths:
+                        raise
+                    continue
+                status = await _console_run((reader, writer), command, sink)
+                return path, CompletedProcess(_argv(argv), status, stdout=b"".join(out))
+            if path is ExecPath.VM_PROCESS:
+                result = await self.exec_vm_process(argv, input=input or b"", env=env, cwd=cwd)
+                if on_output is not None:
+                    await on_output(STDOUT, result.stdout)
+                    await on_output(STDOUT + 1, result.stderr)
+                return path, result
+        raise AssertionError("unreachable: every guest has the console path")  # pragma: no cover
+
     async def exec_vm_process(
         self,
         argv: Sequence[str | bytes],
@@ -225,6 +300,70 @@ class Session:
         except DeadlineExceeded:
             raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
         return CompletedProcess(_argv(argv), 0, stdout=reply.out.encode("utf-8", "surrogateescape"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    argv: Sequence[str]
+    input: bytes | None
+    env: Mapping[str, str]
+    cwd: str
+
+
+def _collector(out: list[bytes]) -> OutputCallback:
+    async def collect(_fd: int, chunk: bytes) -> None:
+        out.append(chunk)
+
+    return collect
+
+
+async def _stream_process(
+    process: RemoteProcess, input: bytes | None, on_output: OutputCallback | None
+) -> CompletedProcess:
+    from kuasar.remote_process import STDERR
+
+    out: list[bytes] = []
+    err: list[bytes] = []
+    async with process:
+        if input is not None:
+            await process.write(input)
+            await process.close_stdin()
+        while (chunk := await process.read()) is not None:
+            if on_output is not None:
+                await on_output(*chunk)
+            else:
+                (err if chunk[0] == STDERR else out).append(chunk[1])
+    return process.result(b"".join(out), b"".join(err))
+
+
+async def _console_run(
+    streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], command: _Command, sink: OutputCallback
+) -> int | None:
+    from kuasar import console_session
+    from kuasar.console import ConsoleExec, StdinMode, command_argv
+    from kuasar.remote_process import STDOUT
+
+    reader, writer = streams
+    input = command.input
+    stdin = StdinMode.NONE if input is None else StdinMode.DATA
+    core = ConsoleExec(command_argv(list(command.argv)), stdin=stdin, env=command.env, cwd=command.cwd)
+
+    async def output(chunk: bytes) -> None:
+        await sink(STDOUT, chunk)
+
+    async def source() -> AsyncIterator[bytes]:
+        if input:
+            yield input
+
+    try:
+        result = await console_session.run(
+            reader, writer, core, output, source=source() if input is not None else None
+        )
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await writer.wait_closed()
+    return result.exit_status
 
 
 def _argv(argv: Sequence[str | bytes]) -> tuple[str, ...]:

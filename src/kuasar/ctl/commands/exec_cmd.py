@@ -24,6 +24,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from kuasar.config import CONSOLE_PORT
+from kuasar.ctl.commands import fanout
 from kuasar.ctl.commands._common import (
     add_sandbox,
     add_socket_dir,
@@ -127,6 +128,7 @@ def register(commands: Any) -> None:
         metavar="KEY",
         help="detach key for -it (default ^]; 'none' disables)",
     )
+    fanout.add_flags(parser)
     add_sandbox(parser)
     parser.add_argument(
         "command",
@@ -163,6 +165,8 @@ async def run(args: argparse.Namespace) -> int:
     from kuasar.ctl import terminal
 
     command: list[str] = list(args.command)
+    if args.all:  # no SANDBOX operand: the first word is the command's
+        command = [args.sandbox, *command]
     if command and command[0] == "--":
         command = command[1:]
     interactive_tty = args.interactive and args.tty
@@ -177,6 +181,8 @@ async def run(args: argparse.Namespace) -> int:
         raise UsageError(f"invalid port {args.port}")
     env = _parse_env(args.env)
     check_user_spec(args.user)
+    if args.all:
+        return await fanout.run_all(args, command, env)
     api_only = [
         flag
         for flag, value in (("-u", args.user), ("--container", args.container), ("--tty", args.force_tty))
