@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
@@ -29,19 +29,37 @@ from tests.functional.cli_helpers import pids_with_cmdline
 GUARD = 20.0
 
 
+async def until(condition: Callable[[], bool], bound: float = GUARD) -> bool:
+    """Poll ``condition`` until it holds, at most ``bound`` seconds; whether it held."""
+    deadline = time.monotonic() + bound
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
 @contextlib.asynccontextmanager
-async def console_server(shell: str = "/bin/sh") -> AsyncIterator[str]:
+async def console_sessions(shell: str = "/bin/sh") -> AsyncIterator[tuple[str, ConsoleSessions]]:
     directory = tempfile.mkdtemp(prefix="ksrcon", dir="/tmp")
     path = os.path.join(directory, "1025.sock")
     sessions = ConsoleSessions(shell=shell, limits=DEFAULT_LIMITS)
     server = await asyncio.start_unix_server(sessions.handle, path)
     try:
-        yield path
+        yield path, sessions
     finally:
         server.close()
         await server.wait_closed()
         await sessions.close()  # no session (and no shell process object) outlives the test's loop
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def console_server(shell: str = "/bin/sh") -> AsyncIterator[str]:
+    async with console_sessions(shell) as (path, _):
+        yield path
 
 
 async def run_exec(path: str, argv: list[str], stdin: bytes | None = None) -> tuple[bytes, int | None]:
@@ -102,11 +120,20 @@ async def read_until(reader: asyncio.StreamReader, needle: bytes) -> bytes:
     return bytes(seen)
 
 
+async def open_interactive(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect and send nothing until the shell's first prompt. The shell starts only once the
+    100 ms sniff has decided, so a prompt means it ended without a header: plain interactive mode."""
+    reader, writer = await asyncio.open_unix_connection(path)
+    async with asyncio.timeout(GUARD):
+        prompt = await reader.read(4096)
+    assert prompt, "the console closed before the shell's first prompt"
+    return reader, writer
+
+
 @pytest.mark.asyncio
 async def test_interactive_mode_echo_and_exit() -> None:
     async with console_server() as path:
-        reader, writer = await asyncio.open_unix_connection(path)
-        await asyncio.sleep(0.3)  # past the 100 ms sniff: plain interactive mode
+        reader, writer = await open_interactive(path)
         writer.write(b"echo $((6*7))\n")
         assert b"42" in (await read_until(reader, b"42\r\n")).replace(b"6*7", b"")
         writer.write(b"exit\n")
@@ -140,44 +167,33 @@ async def test_client_disconnect_kills_the_shell_and_children() -> None:
                 token,
             )
         )
-        deadline = time.monotonic() + GUARD
-        while len(pids_with_cmdline(marker)) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert len(pids_with_cmdline(marker)) >= 3
+        await wait_present(marker, 3)
         writer.transport.abort()  # a reset, not a clean close
-        deadline = time.monotonic() + 1.0
-        while pids_with_cmdline(marker) and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
-        assert pids_with_cmdline(marker) == []
+        assert await wait_gone(marker) == []
         assert reader is not None
 
 
 @pytest.mark.asyncio
 async def test_sessions_leak_no_file_descriptors() -> None:
-    async with console_server() as path:
-        await run_exec(path, ["true"])
-        await asyncio.sleep(0.5)  # the server side finishes after the client has its status
-        before = len(os.listdir("/proc/self/fd"))
+    async with console_sessions() as (path, sessions):
+        await run_exec(path, ["true"])  # the server side finishes after the client has its status
+        assert await until(lambda: sessions.active == 0)
+        before = open_fds()
         for _ in range(5):
             assert await run_exec(path, ["true"]) == (b"", 0)
-        await asyncio.sleep(0.5)
-        assert len(os.listdir("/proc/self/fd")) <= before
+        assert await until(lambda: sessions.active == 0)
+        assert await until(lambda: open_fds() <= before), f"{open_fds()} fds open, {before} before"
         assert zombie_children(os.getpid()) == set()
 
 
 async def wait_gone(marker: str, bound: float = 1.0) -> list[int]:
     """Poll until no process has ``marker`` in its command line, at most ``bound`` seconds."""
-    deadline = time.monotonic() + bound
-    while pids_with_cmdline(marker) and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
+    await until(lambda: not pids_with_cmdline(marker), bound)
     return pids_with_cmdline(marker)
 
 
 async def wait_present(marker: str, count: int) -> None:
-    deadline = time.monotonic() + GUARD
-    while len(pids_with_cmdline(marker)) < count and time.monotonic() < deadline:
-        await asyncio.sleep(0.02)
-    assert len(pids_with_cmdline(marker)) >= count
+    assert await until(lambda: len(pids_with_cmdline(marker)) >= count), pids_with_cmdline(marker)
 
 
 async def read_to_eof(reader: asyncio.StreamReader) -> bytes:
@@ -246,8 +262,7 @@ async def test_background_jobs_of_an_interactive_shell_die_with_the_session() ->
         pytest.skip("/bin/bash missing")
     marker = "876544.5"
     async with console_server("/bin/bash") as path:
-        reader, writer = await asyncio.open_unix_connection(path)
-        await asyncio.sleep(0.3)  # interactive: job control puts each job in its own process group
+        reader, writer = await open_interactive(path)  # job control puts each job in its own group
         writer.write(f"sleep {marker} &\n(sleep {marker} &)\n".encode())
         await wait_present(marker, 2)
         writer.transport.abort()
@@ -259,8 +274,7 @@ async def test_background_jobs_of_an_interactive_shell_die_with_the_session() ->
 async def test_shell_exit_ends_the_console_although_a_job_holds_the_pty() -> None:
     marker = "876545.5"
     async with console_server() as path:
-        reader, writer = await asyncio.open_unix_connection(path)
-        await asyncio.sleep(0.3)
+        reader, writer = await open_interactive(path)
         writer.write(f"sleep {marker} &\necho bye\n".encode())
         await wait_present(marker, 1)
         writer.write(b"exit\n")
