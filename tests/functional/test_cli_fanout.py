@@ -92,3 +92,15 @@ def test_bad_uses_are_usage_errors(fleet: str) -> None:
     assert kuasarctl("exec", "--all", "-u", "0", "-d", fleet, "--", "true").returncode == 2
     missing = kuasarctl("exec", "--all", "--prefix", "zzz", "-d", fleet, "--", "true")
     assert missing.returncode == 125 and b"zzz" in missing.stderr
+
+
+def test_ps_names_guests_and_console_only_sandboxes(fleet: str) -> None:
+    rows = {row["id"]: row for row in json.loads(kuasarctl("ps", "-o", "json", "-d", fleet).stdout)}
+    assert (rows["fan-00"]["guest"], rows["fan-00"]["state"]) == ("kuasar-agent", "running")
+    console_only = rows["fan-04"]
+    assert (console_only["guest"], console_only["reachable"], console_only["state"]) == (
+        "-",
+        "vmm",
+        "running",
+    )
+    assert console_only["reason"] == "console only (started with --no-agent-api)"

@@ -144,6 +144,8 @@ def sandbox_status(directory: str, layout: str, reachable: str) -> SandboxStatus
         state, reason = "dead", f"the sandbox supervisor (PID {record.supervisor_pid}) is not running"
     elif record is not None and record.agent_exited is not None:
         state, reason = "agent-exited", exit_text(record.agent_exit_status, record.agent_exit_signal)
+    elif reachable == "vmm" and record is not None and not record.agent_api:
+        reason = "console only (started with --no-agent-api)"
     elif reachable == "vmm":
         state, reason = "unresponsive", "the VMM accepts, but nothing answers on the agent's vsock port"
     elif reachable == "no":
