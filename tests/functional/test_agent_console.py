@@ -25,6 +25,7 @@ from kuasar.console import (
     new_token,
 )
 from tests.functional.cli_helpers import pids_with_cmdline
+from tests.functional.console_helpers import open_interactive
 
 GUARD = 20.0
 
@@ -118,16 +119,6 @@ async def read_until(reader: asyncio.StreamReader, needle: bytes) -> bytes:
             assert chunk, f"EOF before {needle!r}; got {bytes(seen)!r}"
             seen += chunk
     return bytes(seen)
-
-
-async def open_interactive(path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Connect and send nothing until the shell's first prompt. The shell starts only once the
-    100 ms sniff has decided, so a prompt means it ended without a header: plain interactive mode."""
-    reader, writer = await asyncio.open_unix_connection(path)
-    async with asyncio.timeout(GUARD):
-        prompt = await reader.read(4096)
-    assert prompt, "the console closed before the shell's first prompt"
-    return reader, writer
 
 
 @pytest.mark.asyncio

@@ -22,6 +22,7 @@ from kuasar.console import EXEC_HEADER, MarkerStripper, build_exec_line, new_tok
 from kuasar.proto import health_pb2
 from kuasar.ttrpc import Client
 from tests.functional.cli_helpers import pids_with_cmdline
+from tests.functional.console_helpers import open_interactive
 
 GUARD = 20.0
 
@@ -104,8 +105,7 @@ def test_sigterm_ends_live_console_sessions() -> None:
     marker = "887766.5"
 
     async def session(console: str, guest: Agent) -> tuple[int, str]:
-        reader, writer = await asyncio.open_unix_connection(console)
-        await asyncio.sleep(0.3)  # interactive mode
+        reader, writer = await open_interactive(console)
         writer.write(f"sleep {marker}\n".encode())
         deadline = time.monotonic() + GUARD
         while not pids_with_cmdline(marker) and time.monotonic() < deadline:
@@ -128,8 +128,7 @@ def test_sigterm_ends_live_console_sessions() -> None:
 
 def test_task_debug_on_the_kernel_cmdline_enables_the_console_with_its_shell() -> None:
     async def shell_name(console: str) -> bytes:
-        reader, writer = await asyncio.open_unix_connection(console)
-        await asyncio.sleep(0.3)
+        reader, writer = await open_interactive(console)
         writer.write(b'echo "shell=$0."\nexit\n')
         out = bytearray()
         async with asyncio.timeout(GUARD):
