@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+from typing import Any
 
 from kuasar._log import ContextAdapter, get_logger
 from kuasar.agent.console_header import HeaderDecision, HeaderSniffer
@@ -127,13 +128,31 @@ async def serve_console(
     except (OSError, ConnectionError, KuasarError) as exc:
         clog.warning("console connection ended: %s", exc)
     finally:
-        if process is not None:
-            killed = process.kill()
-            await process.close()
-            clog.info("shell %d reaped (%s; %d of its session killed)", process.pid, process.status, killed)
-        writer.close()
-        with contextlib.suppress(OSError, ConnectionError):
+        try:
+            if process is not None:
+                killed = process.kill()
+                await process.close()
+                clog.info(
+                    "shell %d reaped (%s; %d of its session killed)", process.pid, process.status, killed
+                )
+        finally:
+            await _close_writer(writer, limits.shutdown_grace)
+
+
+async def _close_writer(writer: asyncio.StreamWriter, grace: float) -> None:
+    """Close the connection; one whose peer does not take the buffered bytes is aborted after ``grace``."""
+    writer.close()
+    try:
+        async with asyncio.timeout(grace):
             await writer.wait_closed()
+    except OSError:  # TimeoutError and ConnectionError included
+        writer.transport.abort()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark a relay task's outcome as seen (it is logged, when it matters, by ``_pump``)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def _pump(
@@ -153,7 +172,9 @@ async def _pump(
     output = asyncio.ensure_future(process.pump_output(to_client, chunk=READ_CHUNK))
     inputs = asyncio.ensure_future(_client_to_pty(reader, process))
     shell_exit = asyncio.ensure_future(process.wait())
-    tasks = (output, inputs, shell_exit)
+    tasks: tuple[asyncio.Future[Any], ...] = (output, inputs, shell_exit)
+    for task in tasks:
+        task.add_done_callback(_retrieve)
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if output not in done and shell_exit in done:
@@ -162,23 +183,23 @@ async def _pump(
             clog.debug("shell %d exited (%s); ending its session", process.pid, process.status)
             process.kill()
             await asyncio.wait((output,), timeout=limits.shutdown_grace)
-        for task in done:
-            if task is not shell_exit and not task.cancelled() and task.exception() is not None:
-                clog.warning("console relay failed: %s", task.exception())
+        for finished in done:
+            if finished is not shell_exit and not finished.cancelled() and finished.exception() is not None:
+                clog.warning("console relay failed: %s", finished.exception())
     finally:
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, OSError, ConnectionError):
-                await task
+        await asyncio.wait(tasks)  # raises only our own cancellation, never a child's outcome
 
 
 class ConsoleSessions:
     """The agent's live console connections, so shutdown can end them all.
 
-    ``handle`` is the connection handler to listen with; ``close`` ends every session (each kills
-    its shell's session and reaps it) within a bound. A session ended by ``close`` returns normally
-    rather than as a cancelled task, so asyncio does not log it as an error.
+    ``handle`` is the connection handler to listen with: it starts the session in a task of its own
+    and returns (asyncio 3.11's stream server logs a cancelled callback task as an error, and a
+    session's cancellation must propagate). ``close`` cancels every session (each kills its
+    shell's session and reaps it) and waits for them within a bound. A session task ends
+    cancelled when cancelled; one that fails unexpectedly is logged here.
 
     Args:
         shell: passed to ``serve_console``.
@@ -188,7 +209,7 @@ class ConsoleSessions:
     def __init__(self, *, shell: str = "/bin/bash", limits: Limits = DEFAULT_LIMITS) -> None:
         self.shell = shell
         self.limits = limits
-        self._sessions: set[asyncio.Future[None]] = set()
+        self._sessions: set[asyncio.Task[None]] = set()
 
     @property
     def active(self) -> int:
@@ -196,12 +217,15 @@ class ConsoleSessions:
         return len(self._sessions)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Serve one connection (see ``serve_console``)."""
+        """Start serving one connection (see ``serve_console``) in a session task; returns at once."""
         session = asyncio.ensure_future(serve_console(reader, writer, shell=self.shell, limits=self.limits))
         self._sessions.add(session)
-        session.add_done_callback(self._sessions.discard)
-        with contextlib.suppress(asyncio.CancelledError):
-            await session
+        session.add_done_callback(self._ended)
+
+    def _ended(self, session: asyncio.Task[None]) -> None:
+        self._sessions.discard(session)
+        if not session.cancelled() and (exc := session.exception()) is not None:
+            log.error("console session failed", exc_info=exc)
 
     async def close(self) -> None:
         """End every open session and wait for their clean-up (bounded)."""

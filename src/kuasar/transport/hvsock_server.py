@@ -17,6 +17,8 @@ Behaviour, as Cloud Hypervisor's muxer (``virtio-devices/src/vsock/unix/muxer.rs
 - Half-close propagates both ways (CH PR #8372): EOF from one side becomes ``write_eof`` on the
   other while the opposite direction keeps flowing until it ends too.
 - Relays read 64 KiB at a time and drain before reading again, so memory per connection is bounded.
+- Each connection runs in a task the server owns (not asyncio's callback task): ``close`` cancels
+  it and the cancellation propagates, so the task ends cancelled; nothing converts it.
 """
 
 from __future__ import annotations
@@ -218,14 +220,29 @@ class HvsockServer:
                     return parse_connect_line(line)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+        """asyncio's per-connection callback: hand the connection to a task of our own and return.
+
+        The connection task is the server's (``close`` cancels it, ``wait_closed`` awaits it), so
+        its cancellation propagates and ends it as a cancelled task; asyncio 3.11's stream server
+        would log a cancelled callback task as an error.
+        """
+        if self._closed:
+            writer.transport.abort()
+            return
+        task = asyncio.ensure_future(self._connection(reader, writer, log.child(conn=next(self._ids))))
         self._tasks.add(task)
-        conn = log.child(conn=next(self._ids))
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("hybrid vsock connection failed", exc_info=exc)
+
+    async def _connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: _log.ContextAdapter
+    ) -> None:
         guest_writer: asyncio.StreamWriter | None = None
         try:
-            if self._closed:
-                return
             try:
                 port = await self._read_request(reader)
             except (HandshakeError, TimeoutError, ConnectionError) as exc:
@@ -247,16 +264,10 @@ class HvsockServer:
             await self._relay(conn, reader, writer, guest_reader, guest_writer)
         except (ConnectionError, OSError) as exc:
             conn.debug("connection ended: %s", exc)
-        except asyncio.CancelledError:
-            pass  # close() tears the relay down; end quietly
-        except Exception:
-            conn.exception("hybrid vsock connection failed")
         finally:
-            writers = [writer] if guest_writer is None else [writer, guest_writer]
-            try:
-                await _close_all(writers, self._limits.shutdown_grace)
-            finally:
-                self._tasks.discard(task)
+            await _close_all(
+                [writer] if guest_writer is None else [writer, guest_writer], self._limits.shutdown_grace
+            )
 
     async def _relay(
         self,
