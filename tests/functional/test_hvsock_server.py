@@ -322,7 +322,6 @@ async def test_guest_close_gives_the_client_eof(sockdir: str) -> None:
             assert await read_to_end(reader) == b"bye"
         finally:
             await close(writer)
-        await asyncio.sleep(0)
 
 
 @pytest.mark.asyncio
@@ -391,10 +390,14 @@ def test_port_directory_resolver(sockdir: str) -> None:
 
 @pytest.mark.asyncio
 async def test_close_does_not_wait_forever_for_a_client_that_never_reads(sockdir: str) -> None:
+    written = 0
+
     async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal written
         try:
             while True:
                 writer.write(b"z" * 65536)
+                written += 65536
                 await writer.drain()
         except ConnectionError:
             pass
@@ -410,7 +413,13 @@ async def test_close_does_not_wait_forever_for_a_client_that_never_reads(sockdir
         await server.start()
         _, _reader, writer = await connect_ok(server)  # and never read
         try:
-            await asyncio.sleep(0.2)  # let every buffer on the way fill up
+            # every buffer on the way is full once the flood stalls: the idle loop would otherwise
+            # run the relay, which would drain the guest's side and let the flood write again
+            async with asyncio.timeout(10):
+                last = -1
+                while written != last:
+                    last = written
+                    await asyncio.sleep(0.1)
             server.close()
             await asyncio.wait_for(server.wait_closed(), 10)  # hang guard; the grace is 1 s
         finally:
