@@ -14,13 +14,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 
 from tests.functional.cli_helpers import EXIT_CASES, KUASARCTL, LocalSandbox, local_sandbox, short_tmpdir
+from tests.functional.tmux_helpers import Tmux, shows_prompt, wait_for
 
 _HELPER = """
 import asyncio, os, sys
@@ -265,37 +265,20 @@ def test_env_and_workdir_work_over_the_console(console_only: LocalSandbox) -> No
 
 
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_interactive_pty_size_follows_the_window(sandbox: LocalSandbox) -> None:
-    work = short_tmpdir("ksrtty")
-    tmux_socket = os.path.join(work, "tmux.sock")
-
-    def tmux(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["tmux", "-S", tmux_socket, *args], capture_output=True, text=True, check=False, timeout=10
-        )
-
-    def wait_screen(text: str) -> bool:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if text in tmux("capture-pane", "-p").stdout:
-                return True
-            time.sleep(0.05)
-        return False
+def test_interactive_pty_size_follows_the_window(sandbox: LocalSandbox, tmux: Tmux) -> None:
+    def screen() -> str:
+        return tmux("capture-pane", "-p").stdout
 
     command = f"{sys.executable} -m kuasar.ctl exec -it --agent -d {sandbox.root} {sandbox.id} sh"
-    try:
-        assert (
-            tmux("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", command + "; sleep 30").returncode
-            == 0
-        )
-        time.sleep(1.0)
-        tmux("send-keys", "stty size | tr ' ' x", "Enter")
-        assert wait_screen("30x100"), tmux("capture-pane", "-p").stdout
-        tmux("resize-window", "-x", "120", "-y", "40")
-        time.sleep(0.5)
-        tmux("send-keys", "stty size | tr ' ' x", "Enter")
-        assert wait_screen("40x120"), tmux("capture-pane", "-p").stdout
-        tmux("send-keys", "exit", "Enter")
-    finally:
-        tmux("kill-server")
-        shutil.rmtree(work, ignore_errors=True)
+    started = tmux("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", command + "; sleep 30")
+    assert started.returncode == 0, started.stderr
+    assert wait_for(lambda: shows_prompt(tmux)), screen()
+    tmux("send-keys", "stty size | tr ' ' x", "Enter")
+    assert wait_for(lambda: "30x100" in screen()), screen()
+    tmux("resize-window", "-x", "120", "-y", "40")
+    # The new size travels as a Resize message: the remote shell polls (bounded) for its PTY to
+    # have it, then prints what it has (the old size if it never came).
+    poll = 'for i in $(seq 100); do [ "$(stty size)" = "40 120" ] && break; sleep 0.05; done'
+    tmux("send-keys", f"{poll}; stty size | tr ' ' x", "Enter")
+    assert wait_for(lambda: "40x120" in screen()), screen()
+    tmux("send-keys", "exit", "Enter")

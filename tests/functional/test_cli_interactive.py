@@ -5,13 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.functional.cli_helpers import LocalSandbox, local_sandbox, short_tmpdir
-from tests.functional.tmux_helpers import Tmux, wait_for
+from tests.functional.tmux_helpers import Tmux, shows_prompt, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 
@@ -35,8 +34,7 @@ def test_interactive_shell_and_terminal_restored(sandbox: LocalSandbox, tmux: Tm
         return tmux("capture-pane", "-p").stdout
 
     try:
-        assert wait_for(lambda: os.path.exists(before))
-        time.sleep(1.0)  # let the remote shell print its prompt
+        assert wait_for(lambda: shows_prompt(tmux)), screen()
         tmux("send-keys", "echo $((6*7))", "Enter")
         assert wait_for(lambda: "42" in screen().replace("6*7", "")), screen()
         tmux("send-keys", "exit", "Enter")
@@ -56,8 +54,7 @@ def test_escape_key_detaches_and_restores_terminal(sandbox: LocalSandbox, tmux: 
     script = f"stty -g > {before}; {kuasarctl} sh; stty -g > {after}"
     tmux("new-session", "-d", "-x", "100", "-y", "30", "sh", "-c", script + "; sleep 30")
     try:
-        assert wait_for(lambda: os.path.exists(before))
-        time.sleep(1.0)
+        assert wait_for(lambda: shows_prompt(tmux)), tmux("capture-pane", "-p").stdout
         tmux("send-keys", "C-]")
         assert wait_for(lambda: os.path.exists(after)), tmux("capture-pane", "-p").stdout
         with open(before) as first, open(after) as second:

@@ -39,3 +39,9 @@ def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def shows_prompt(tmux: Tmux) -> bool:
+    """Whether the pane ends in a shell prompt (``#`` as root, ``$`` otherwise): the remote shell
+    has started and reads its input, so keys sent now reach it (not a terminal still being set up)."""
+    return tmux("capture-pane", "-p").stdout.rstrip().endswith(("#", "$"))
