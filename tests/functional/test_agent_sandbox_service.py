@@ -192,7 +192,11 @@ async def kuasar_sequence(client: ttrpc.Client, state: SandboxServiceState, tmp_
 
     # GetEvents: Kuasar long-polls without a deadline; the event arrives while it waits
     poll = asyncio.ensure_future(call(client, "GetEvents", Empty(), events_pb2.Envelope, timeout=None))
-    await asyncio.sleep(0.05)
+    # A barrier instead of a pause: Check starts after GetEvents, so it goes on the wire after it; the
+    # server starts handlers in the order it reads requests, so once Check has its answer, GetEvents
+    # is being served and still waits.
+    barrier = asyncio.ensure_future(call(client, "Check", health_pb2.CheckRequest(), Empty, timeout=5.0))
+    await asyncio.wait_for(barrier, 10)
     assert not poll.done()
     state.events.publish_oom("c0ffee")
     envelope = await asyncio.wait_for(poll, 10)
@@ -219,8 +223,10 @@ async def test_kuasar_sequence_over_unix_socket_with_connect_retry(tmp_path: Pat
     path = str(tmp_path / "task.sock")
     server = ttrpc.Server(sandbox_handlers(state))
 
+    refused_twice = asyncio.Event()
+
     async def start_late() -> asyncio.Server:
-        await asyncio.sleep(0.2)
+        await refused_twice.wait()  # the guest listens only once the sandboxer has had to retry
         return await asyncio.start_unix_server(server.handle_connection, path)
 
     starting = asyncio.ensure_future(start_late())
@@ -232,7 +238,9 @@ async def test_kuasar_sequence_over_unix_socket_with_connect_retry(tmp_path: Pat
                 break
             except (FileNotFoundError, ConnectionRefusedError):
                 refused += 1
-                await asyncio.sleep(0.01)
+                if refused >= 2:
+                    refused_twice.set()
+                await asyncio.sleep(0.01)  # the sandboxer's 10 ms redial interval
     listener = await starting
     try:
         async with ttrpc.Client(reader, writer) as client:
@@ -242,7 +250,7 @@ async def test_kuasar_sequence_over_unix_socket_with_connect_retry(tmp_path: Pat
         server.close()
         await server.wait_closed()
         await listener.wait_closed()
-    assert refused > 0
+    assert refused >= 2
 
 
 @pytest.mark.asyncio
