@@ -242,12 +242,14 @@ async def raw_server(
 
 async def test_client_wire_frames_and_both_success_encodings(tmp_path: Path) -> None:
     seen: list[Frame] = []
+    first_request = asyncio.Event()
 
     async def script(peer: RawPeer) -> None:
         for _ in range(2):  # unary x2: answer Go style, then Rust style (status {})
             frame = await peer.recv()
             assert frame is not None
             seen.append(frame)
+            first_request.set()
         await peer.send(
             Frame(1, FrameType.RESPONSE, 0, b"\x12" + bytes([len(payload("go"))]) + payload("go"))
         )
@@ -276,7 +278,7 @@ async def test_client_wire_frames_and_both_success_encodings(tmp_path: Path) -> 
 
     async with raw_server(tmp_path, script) as (path, errors), unix_client(path) as client:
         first = asyncio.create_task(client.call(SERVICE, "A", Str(value="1"), Str, metadata=[("k", "v")]))
-        await asyncio.sleep(0)
+        await asyncio.wait_for(first_request.wait(), HANG_GUARD)  # A is stream 1 on the wire
         second = asyncio.create_task(client.call(SERVICE, "B", Str(value="2"), Str, timeout=5))
         assert (await first).value == "go"
         assert (await second).value == "rust"

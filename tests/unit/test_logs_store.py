@@ -104,14 +104,15 @@ async def test_follow_sees_new_lines_and_ends_when_log_closes(tmp_path: object) 
     log = ContainerLog(os.path.join(str(tmp_path), "c.log"))
     log.write("stdout", b"before\n")
     seen: list[bytes] = []
+    caught_up = asyncio.Event()
 
     async def follow() -> None:
         async for line in log.read(LogQuery(follow=True)):
             seen.append(line.data)
+            caught_up.set()
 
     task = asyncio.create_task(follow())
-    while not seen:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(caught_up.wait(), 5)  # the follower has read what was there
     log.write("stdout", b"after 1\n")
     log.write("stderr", b"after 2\n")
     log.close()
@@ -124,17 +125,17 @@ async def test_follow_sees_new_lines_and_ends_when_log_closes(tmp_path: object) 
 async def test_follower_loses_nothing_across_rotations(tmp_path: object) -> None:
     log = ContainerLog(os.path.join(str(tmp_path), "c.log"), max_size=2048, max_files=2)
     seen: list[bytes] = []
-    started = asyncio.Event()
+    following = asyncio.Event()
 
     async def follow() -> None:
-        started.set()
         async for line in log.read(LogQuery(follow=True)):
             seen.append(line.data)
+            following.set()
 
     task = asyncio.create_task(follow())
-    await started.wait()
-    await asyncio.sleep(0)
-    for index in range(500):
+    log.write("stdout", b"n0\n")
+    await asyncio.wait_for(following.wait(), 5)  # the follower is reading before any rotation
+    for index in range(1, 500):
         log.write("stdout", f"n{index}\n".encode())
         await asyncio.sleep(0)
     log.close()
