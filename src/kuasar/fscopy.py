@@ -4,7 +4,7 @@ cp`` does it.
 Layer contract: neutral module shared by the guest agent (``CopyIn``/``CopyOut``) and the host
 CLI (``kuasarctl cp`` runs the same code on its own end with root ``/``, so both ends follow the
 same rules); imports neither ``kuasar.agent`` nor ``kuasar.ctl`` nor ``kuasar.sandbox``: only
-:mod:`kuasar.rootpath`, :mod:`kuasar.tarstream` and ``kuasar.errors``/``kuasar.ttrpc.codes`` (no
+:mod:`kuasar.rootpath`, :mod:`kuasar.tarstream` and ``kuasar.errors``/``kuasar.codes`` (no
 protobuf: the callers translate :class:`CopyMeta` to and from ``CopyHeader``). Failures are
 :class:`kuasar.errors.RPCError` with the Agent API's status.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from kuasar.errors import RPCError
 from kuasar.rootpath import host_path, os_error, resolve_in_root
 from kuasar.tarstream import CHUNK, extract, tar_chunks
-from kuasar.ttrpc.codes import Code
+from kuasar.codes import Code
 
 FILE = "file"
 TAR = "tar"

@@ -2,7 +2,7 @@
 
 Layer contract: neutral module shared by the guest agent (copy in and out of the guest and its
 containers) and the host CLI (the local end of ``kuasarctl cp``); imports neither ``kuasar.agent``
-nor ``kuasar.ctl`` nor ``kuasar.sandbox``: only ``kuasar.errors`` and ``kuasar.ttrpc.codes`` (no
+nor ``kuasar.ctl`` nor ``kuasar.sandbox``: only ``kuasar.errors`` and ``kuasar.codes`` (no
 protobuf). Failures are :class:`kuasar.errors.RPCError` with the Agent API's status, so the agent
 can answer with them and the CLI can word them as local errors.
 
@@ -23,7 +23,7 @@ import stat
 from collections import deque
 
 from kuasar.errors import RPCError
-from kuasar.ttrpc.codes import Code
+from kuasar.codes import Code
 
 #: Symlinks followed while resolving one path before it is called a loop (Linux's own limit).
 MAX_LINKS = 40

@@ -3,7 +3,7 @@
 Layer contract: neutral module shared by the guest agent (``CopyIn``/``CopyOut`` of directories)
 and the host CLI (the local end of ``kuasarctl cp``); imports neither ``kuasar.agent`` nor
 ``kuasar.ctl`` nor ``kuasar.sandbox``: stdlib ``tarfile`` run in a worker thread, plus
-:mod:`kuasar.rootpath` and ``kuasar.errors``/``kuasar.ttrpc.codes`` (no protobuf). Failures are
+:mod:`kuasar.rootpath` and ``kuasar.errors``/``kuasar.codes`` (no protobuf). Failures are
 :class:`kuasar.errors.RPCError` with the Agent API's status.
 
 Writing (:func:`tar_chunks`): PAX, member names relative to the directory, modes and mtimes kept,
@@ -39,7 +39,7 @@ from typing import IO, Any
 
 from kuasar.errors import RPCError
 from kuasar.rootpath import host_path, is_under, os_error, resolve_in_root
-from kuasar.ttrpc.codes import Code
+from kuasar.codes import Code
 
 #: Largest block read from or written to a member at once.
 CHUNK = 1024 * 1024
