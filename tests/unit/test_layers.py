@@ -53,9 +53,9 @@ LAYERS: dict[str, Layer] = {
     "bottom": Layer((ROOT, "kuasar.config", "kuasar.address"), ("leaf",)),
     # Host and guest share only neutral modules (§3b): no side, no ttrpc, no protobuf.
     "neutral": Layer(("kuasar.rootpath", "kuasar.tarstream", "kuasar.fscopy"), ("leaf", "bottom", "neutral")),
-    # transport and ttrpc are independent of each other: ttrpc is handed a connected stream.
     # The protobuf wire codec of the hot messages, byte-identical to the stubs, without protobuf.
     "wire": Layer(("kuasar.wire",), ("leaf", "wire")),
+    # transport and ttrpc are independent of each other: ttrpc is handed a connected stream.
     "transport": Layer(("kuasar.transport",), ("leaf", "bottom", "transport")),
     "ttrpc": Layer(("kuasar.ttrpc",), ("leaf", "bottom", "wire", "proto", "protobuf", "ttrpc")),
     # Host side of the debug console: it serves guests with no agent API, so no ttrpc, no protobuf
@@ -199,10 +199,14 @@ def test_imports_follow_the_layers(path: Path) -> None:
     assert not bad, f"{importer} ({layer}) may import only {LAYERS[layer].may_import}:\n" + "\n".join(bad)
 
 
-def test_sans_io_cores_import_no_io() -> None:
-    for core in (SRC / "ttrpc" / "framing.py", SRC / "console.py"):
-        io = {n for _, n in imports(core) if n.split(".")[0] in {"asyncio", "socket", "selectors", "google"}}
-        assert not io, f"{core.name} imports {sorted(io)}"
+#: Protocol cores that know bytes only (style.md §2.1, §3b): no event loop, no sockets, no protobuf.
+SANS_IO_CORES = [SRC / "ttrpc" / "framing.py", SRC / "console.py", *sorted((SRC / "wire").glob("*.py"))]
+
+
+@pytest.mark.parametrize("core", SANS_IO_CORES, ids=lambda p: module_name(p))
+def test_sans_io_cores_import_no_io(core: Path) -> None:
+    io = {n for _, n in imports(core) if n.split(".")[0] in {"asyncio", "socket", "selectors", "google"}}
+    assert not io, f"{module_name(core)} imports {sorted(io)}"
 
 
 def _sys_names(tree: ast.Module) -> tuple[set[str], dict[str, str]]:
