@@ -91,7 +91,8 @@ class _TraceFormatter(logging.Formatter):
 
 
 def configure_logging(verbosity: int) -> None:
-    """``-v`` prints trace spans (``* CONNECT 1025 -> OK ...``), ``-vv`` the debug log too."""
+    """``-v`` prints trace lines (``* CONNECT 1025 -> OK ...``, ``* ttrpc /grpc.Health/Check stream 1
+    -> OK ...``), ``-vv`` the debug log too."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_TraceFormatter())
     root = logging.getLogger()

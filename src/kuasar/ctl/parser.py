@@ -92,7 +92,7 @@ class CommandParser(argparse.ArgumentParser):
             dest=verbose_dest or f"{VERBOSE_DEST}:{self.prog}",
             action="count",
             default=0,
-            help="trace connections (-vv: debug log and tracebacks)",
+            help="trace connections and ttrpc calls (-vv: debug log and tracebacks)",
         )
 
     def error(self, message: str) -> NoReturn:

@@ -15,6 +15,10 @@ Shape:
   :class:`~kuasar.errors.DeadlineExceeded`. When the connection dies, every pending and later call
   fails with the same :class:`~kuasar.errors.ConnectionClosed` (sticky).
 - Cancelling a call (its task) releases its stream id; a late answer is dropped.
+- ``kuasarctl -v``: a call is one trace line when it ends, ``* ttrpc /grpc.Health/Check stream 1 ->
+  OK (2 B in, 0 B out, 1.3 ms)`` (message bytes; a failure gives the status name and message); a
+  stream is one line when it opens and one with its totals when it closes. With tracing off
+  (checked once per call) nothing is counted or formatted.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from typing import Any, Generic, TypeVar
 
 from google.protobuf.message import DecodeError, Message
 
-from kuasar._log import get_logger
+from kuasar._log import Span, get_logger, trace, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError, RPCError
 from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, decode_response, encode_request
@@ -39,6 +43,9 @@ Metadata = Sequence[tuple[str, str]]
 
 _log = get_logger("kuasar.ttrpc.client")
 _MAX_STREAM_ID = 0xFFFFFFFF
+#: For ``-v`` lines: a stream's shape, by ``2 * client_streaming + server_streaming``; status names.
+_KINDS = ("unary", "server-streaming", "client-streaming", "bidi")
+_CODE_NAMES = {code.value: code.name for code in Code}
 
 
 class _CallState:
@@ -49,6 +56,34 @@ class _CallState:
         self.server_streaming = server_streaming
         self.done = False  # the final frame (Response or closing Data) arrived
         self.stream_id = 0
+
+
+def _outcome(exc: BaseException) -> str:
+    """How a traced call ended, for its ``-v`` line: the remote status, or what failed locally."""
+    if isinstance(exc, RPCError):
+        name = _CODE_NAMES.get(exc.code, f"status {exc.code}")
+        return f"{name}: {exc.message}" if exc.message else name
+    if isinstance(exc, DeadlineExceeded):
+        return "DEADLINE_EXCEEDED (local timeout)"
+    if isinstance(exc, asyncio.CancelledError):
+        return "CANCELLED (local)"
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _trace_call(span: Span, stream_id: int, sent: int, received: int, outcome: str) -> None:
+    span.name += f" stream {stream_id}" if stream_id else ""
+    span.sent(sent)
+    span.received(received)
+    span.end(outcome)
+
+
+def _reply(frame: Frame | None) -> bytes:
+    """The payload of a unary call's answer; a non-OK status is raised as ``RPCError``."""
+    if frame is None:  # pragma: no cover - a unary inbox only ends with a frame or an error
+        raise ProtocolError("ttrpc: call ended without a response")
+    if frame.type == FrameType.DATA:
+        raise ProtocolError("ttrpc: received data from non-streaming server")
+    return decode_response(frame.data)
 
 
 def _decode(response_type: type[M], data: bytes) -> M:
@@ -145,22 +180,29 @@ class Client:
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         state = _CallState(server_streaming=False, maxsize=1)
+        span = Span(f"ttrpc /{service}/{method}") if tracing() else None
+        payload = request.SerializeToString()
         try:
-            async with asyncio.timeout_at(deadline):
-                data = encode_request(service, method, request.SerializeToString(), timeout, metadata)
-                await self._open(state, data, Flags.NONE)
-                frame = await state.inbox.get()
-        except TimeoutError as exc:
-            if isinstance(exc, KuasarError):
-                raise
-            raise DeadlineExceeded(f"ttrpc: /{service}/{method} timed out after {timeout}s") from None
-        finally:
-            self._release(state)
-        if frame is None:  # pragma: no cover - a unary inbox only ends with a frame or an error
-            raise ProtocolError("ttrpc: call ended without a response")
-        if frame.type == FrameType.DATA:
-            raise ProtocolError("ttrpc: received data from non-streaming server")
-        return _decode(response_type, decode_response(frame.data))
+            try:
+                async with asyncio.timeout_at(deadline):
+                    data = encode_request(service, method, payload, timeout, metadata)
+                    await self._open(state, data, Flags.NONE)
+                    frame = await state.inbox.get()
+            except TimeoutError as exc:
+                if isinstance(exc, KuasarError):
+                    raise
+                raise DeadlineExceeded(f"ttrpc: /{service}/{method} timed out after {timeout}s") from None
+            finally:
+                self._release(state)
+            reply = _reply(frame)
+            response = _decode(response_type, reply)
+        except BaseException as exc:
+            if span is not None:
+                _trace_call(span, state.stream_id, len(payload), 0, _outcome(exc))
+            raise
+        if span is not None:
+            _trace_call(span, state.stream_id, len(payload), len(reply), "OK")
+        return response
 
     def stream(
         self,
@@ -329,6 +371,8 @@ class Stream(Generic[M]):
         self._stream_id = 0
         self._send_closed = not client_streaming
         self._ended = False
+        self._span: Span | None = None  # only while tracing (kuasarctl -v)
+        self._failure: str | None = None  # the status a traced stream ended with, if not OK
 
     @property
     def stream_id(self) -> int:
@@ -336,6 +380,9 @@ class Stream(Generic[M]):
         return self._stream_id
 
     async def __aenter__(self) -> Stream[M]:
+        span = self._span = (
+            Span(f"ttrpc /{self._service}/{self._method}", messages=True) if tracing() else None
+        )
         if self._timeout is not None:
             self._deadline = asyncio.get_running_loop().time() + self._timeout
         if self._client_streaming:
@@ -346,12 +393,23 @@ class Stream(Generic[M]):
         data = encode_request(self._service, self._method, payload, self._timeout, self._metadata)
         try:
             self._stream_id = await self._bounded(self._client._open(self._state, data, flags))
+            if span is not None:
+                span.name += f" stream {self._stream_id}"
+                if not self._client_streaming:
+                    span.sent(len(payload))
+                trace("%s open (%s)", span.name, _KINDS[2 * self._client_streaming + self._server_streaming])
             if self._client_streaming and self._request is not None:
                 await self.send(self._request)
-        except BaseException:
+        except BaseException as exc:
             self._client._release(self._state)
+            if span is not None:
+                self._trace_close(span, exc)
             raise
         return self
+
+    def _trace_close(self, span: Span, exc: BaseException | None) -> None:
+        outcome = "OK" if self._ended else _outcome(exc) if exc else "closed by the client before the end"
+        span.end(self._failure or outcome)
 
     async def __aexit__(
         self,
@@ -371,6 +429,8 @@ class Stream(Generic[M]):
                     )
         finally:
             self._client._release(self._state)
+            if self._span is not None:
+                self._trace_close(self._span, exc)
 
     async def _bounded(self, awaitable: Any) -> Any:
         try:
@@ -395,6 +455,8 @@ class Stream(Generic[M]):
             raise ProtocolError("ttrpc: send on a stream whose sending side is closed")
         data = message.SerializeToString()
         await self._bounded(self._client._write(Frame(self._stream_id, FrameType.DATA, 0, data)))
+        if self._span is not None:
+            self._span.sent(len(data))
 
     async def close_send(self) -> None:
         """Half-close: tell the server no more messages follow (Data ``0x05``, empty).
@@ -422,14 +484,28 @@ class Stream(Generic[M]):
                 break
             if frame.type == FrameType.RESPONSE:
                 self._ended = True
-                payload = decode_response(frame.data)  # raises the status
-                return _decode(self._response_type, payload) if payload else None
+                payload = self._payload(frame.data)  # raises the status
+                return self._message(payload) if payload else None
             closing = frame.flags & Flags.REMOTE_CLOSED
             if closing and (not frame.data or frame.flags & Flags.NO_DATA):
                 self._ended = True
                 break
-            return _decode(self._response_type, frame.data)
+            return self._message(frame.data)
         return None
+
+    def _payload(self, response: bytes) -> bytes:
+        """A Response frame's payload; a non-OK status is raised (and kept for the ``-v`` line)."""
+        try:
+            return decode_response(response)
+        except RPCError as exc:
+            if self._span is not None:
+                self._failure = _outcome(exc)
+            raise
+
+    def _message(self, data: bytes) -> M:
+        if self._span is not None:
+            self._span.received(len(data))
+        return _decode(self._response_type, data)
 
     def __aiter__(self) -> AsyncIterator[M]:
         return self._iterate()
@@ -452,4 +528,4 @@ class Stream(Generic[M]):
             raise ProtocolError("ttrpc: stream ended without a response")
         if frame.type != FrameType.RESPONSE:
             raise ProtocolError("ttrpc: received data from non-streaming server")
-        return _decode(self._response_type, decode_response(frame.data))
+        return self._message(self._payload(frame.data))
