@@ -6,7 +6,8 @@ catches everything: an unexpected exception is one ``Error: internal error: ...`
 never a traceback (unless ``-vv``). Subcommand modules in
 ``kuasar.ctl.commands`` declare their flags and return an ``int`` (or a coroutine producing one);
 they import their heavy dependencies lazily so ``kuasarctl exec`` on the console path never loads
-protobuf.
+protobuf. When the shell asks for completions (``$_ARGCOMPLETE`` set), ``commands.completion``
+answers before anything is parsed and exits; only then is ``argcomplete`` imported.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 
 from kuasar import __version__
 from kuasar.ctl import output
-from kuasar.ctl.commands import containers, cp, exec_cmd, info, logs, ps, sandbox
+from kuasar.ctl.commands import completion, containers, cp, exec_cmd, info, logs, ps, sandbox
 from kuasar.ctl.parser import VERBOSE_DEST, CommandParser, verbosity
 from kuasar.errors import Interrupted, KuasarError
 
@@ -61,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="run 'kuasarctl COMMAND --help' for its flags"
     )
-    for module in (exec_cmd, ps, info, logs, cp, containers, sandbox):
+    for module in (exec_cmd, ps, info, logs, cp, containers, sandbox, completion):
         module.register(commands)
     return parser
 
@@ -111,10 +112,8 @@ def dispatch(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kuasarctl`` console script. Returns the process exit code."""
     parser = build_parser()
-    if "_ARGCOMPLETE" in os.environ:
-        import argcomplete
-
-        argcomplete.autocomplete(parser)
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+        completion.autocomplete(parser)
     args = parser.parse_args(argv)
     output.configure_logging(verbosity(args))
     return dispatch(args)
