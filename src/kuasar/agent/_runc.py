@@ -17,8 +17,9 @@ import secrets
 import socket
 from collections.abc import Mapping, Sequence
 
-from kuasar.agent.process import Process
+from kuasar.agent.process import Process, kill_subprocess
 from kuasar.agent.users import parse_user
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
@@ -139,24 +140,21 @@ def create_command(runc: str, root: str, state_dir: str, bundle: str, container_
     return [runc, "--root", root, "--log", log, "--log-format", "json", "create", *options, container_id]
 
 
-#: Bound on one runc invocation (create, start, kill, delete, state).
-RUNC_TIMEOUT = 60.0
-
-
-async def _wait_create(process: asyncio.subprocess.Process) -> int:
+async def _wait_create(process: asyncio.subprocess.Process, limits: Limits) -> int:
     try:
-        async with asyncio.timeout(RUNC_TIMEOUT):
+        async with asyncio.timeout(limits.runc_timeout):
             return await process.wait()
     except BaseException:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await kill_subprocess(process, limits.kill_timeout)
         raise
 
 
-async def create_with_pipes(command: list[str], output_fds: list[int]) -> None:
+async def create_with_pipes(
+    command: list[str], output_fds: list[int], limits: Limits = DEFAULT_LIMITS
+) -> None:
     """Run ``runc create`` (``command``) with the container's stdout and stderr on pipes; their read
-    ends are appended to ``output_fds`` at once, so the caller closes them whatever happens."""
+    ends are appended to ``output_fds`` at once, so the caller closes them whatever happens.
+    ``limits.runc_timeout`` bounds it."""
     out_r, out_w = os.pipe2(os.O_CLOEXEC)
     err_r, err_w = os.pipe2(os.O_CLOEXEC)
     output_fds += [out_r, err_r]
@@ -167,7 +165,7 @@ async def create_with_pipes(command: list[str], output_fds: list[int]) -> None:
     finally:
         os.close(out_w)
         os.close(err_w)
-    if await _wait_create(process) != 0:
+    if await _wait_create(process, limits) != 0:
         os.set_blocking(err_r, False)
         message = b""
         with contextlib.suppress(OSError):
@@ -176,9 +174,10 @@ async def create_with_pipes(command: list[str], output_fds: list[int]) -> None:
         raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
 
 
-async def create_with_console(command: list[str], socket_dir: str) -> int:
+async def create_with_console(command: list[str], socket_dir: str, limits: Limits = DEFAULT_LIMITS) -> int:
     """Run ``runc create`` with ``--console-socket`` (a process with ``terminal: true``); returns the
-    PTY master runc hands over."""
+    PTY master runc hands over. ``limits.runc_timeout`` bounds runc, ``console_handover`` the
+    hand-over."""
     path = os.path.join(socket_dir, f"c{secrets.token_hex(6)}.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -196,17 +195,17 @@ async def create_with_console(command: list[str], socket_dir: str) -> int:
         )
         receive = asyncio.create_task(receive_console(listener))
         try:
-            if await _wait_create(process) != 0:
+            if await _wait_create(process, limits) != 0:
                 assert process.stderr is not None
                 message = await process.stderr.read(64 * 1024)
                 raise RPCError(Code.INVALID_ARGUMENT, f"runc create failed: {runc_message(message)}")
-            async with asyncio.timeout(5):
+            async with asyncio.timeout(limits.console_handover):
                 return await receive
         finally:
-            if not receive.done():
-                receive.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
-                await receive
+            receive.cancel()
+            await asyncio.wait({receive})  # raises only our own cancellation, never the receiver's
+            if not receive.cancelled():
+                receive.exception()  # seen: a failed hand-over shows as runc's status or the timeout
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
@@ -334,6 +333,7 @@ async def start_exec(
     rows: int,
     cols: int,
     stdin: bool,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> Process:
     """Run ``runc exec`` (``command``, from :func:`exec_command` with these files) as a process, and
     return it once the command runs (runc wrote ``pid_file``).
@@ -343,18 +343,18 @@ async def start_exec(
 
     Raises:
         RPCError: from :func:`exec_error`; ``DEADLINE_EXCEEDED`` when runc neither starts the
-            command nor exits within :data:`RUNC_TIMEOUT`.
+            command nor exits within ``limits.runc_timeout``.
     """
-    process = await Process.start(command, tty=tty, rows=rows, cols=cols, stdin=stdin)
+    process = await Process.start(command, tty=tty, rows=rows, cols=cols, stdin=stdin, limits=limits)
     exited: asyncio.Future[object] = asyncio.ensure_future(process.wait())
     try:
-        async with asyncio.timeout(RUNC_TIMEOUT):
+        async with asyncio.timeout(limits.runc_timeout):
             await _wait_started(exited, pid_file, log_file, program, container_id)
     except BaseException as exc:
         await process.close()
         if isinstance(exc, TimeoutError):
             raise RPCError(
-                Code.DEADLINE_EXCEEDED, f"runc exec did not start {program} in {RUNC_TIMEOUT:.0f} s"
+                Code.DEADLINE_EXCEEDED, f"runc exec did not start {program} in {limits.runc_timeout:g} s"
             ) from None
         raise
     finally:

@@ -82,11 +82,11 @@ def _shell_env(exec_mode: bool) -> dict[str, str]:
     return env
 
 
-async def _start_shell(shell: str, exec_mode: bool) -> Process:
+async def _start_shell(shell: str, exec_mode: bool, limits: Limits) -> Process:
     """The shell, a session leader on a new PTY: transparent and silent in exec mode."""
     mode = PtyMode(echo=not exec_mode, opost=not exec_mode, raw_input=exec_mode)
     argv = shell_argv(pick_shell(shell), exec_mode)
-    return await Process.start(argv, tty=True, mode=mode, env=_shell_env(exec_mode), cwd="/")
+    return await Process.start(argv, tty=True, mode=mode, env=_shell_env(exec_mode), cwd="/", limits=limits)
 
 
 async def _client_to_pty(reader: asyncio.StreamReader, process: Process) -> None:
@@ -112,7 +112,8 @@ async def serve_console(
         reader: the connection's input.
         writer: the connection's output; closed on return.
         shell: the preferred shell (``task.debug_shell``); ``/bin/sh`` when it is not executable.
-        limits: ``console_sniff``, ``console_header`` and ``shutdown_grace`` are used.
+        limits: ``console_sniff``, ``console_header`` and ``shutdown_grace`` are used here, and
+            passed on to the shell's :class:`~kuasar.agent.process.Process`.
     """
     global _connections  # noqa: PLW0603 - a log context counter
     _connections += 1
@@ -120,7 +121,7 @@ async def serve_console(
     process: Process | None = None
     try:
         exec_mode, replay = await sniff_header(reader, limits)
-        process = await _start_shell(shell, exec_mode)
+        process = await _start_shell(shell, exec_mode, limits)
         clog.info("shell %d started (%s mode)", process.pid, "exec" if exec_mode else "interactive")
         if replay:
             await process.write_stdin(replay)

@@ -40,7 +40,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from kuasar.agent._runc import (
-    RUNC_TIMEOUT,
     create_command,
     create_with_console,
     create_with_pipes,
@@ -53,17 +52,13 @@ from kuasar.agent._runc import (
     start_exec,
 )
 from kuasar.agent.logs import ContainerLog, LogStore
-from kuasar.agent.process import ExitStatus, Process, shown
+from kuasar.agent.process import ExitStatus, Process, kill_subprocess, shown
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
 DEFAULT_RUNC_ROOT = "/run/kuasar-agent/runc"
 DEFAULT_STATE_DIR = "/run/kuasar-agent/containers"
-DEFAULT_STOP_TIMEOUT = 10.0
-#: After the init exits, how long the pumps may take to drain before the log is closed.
-DRAIN_TIMEOUT = 2.0
-#: After SIGKILL, how long the init may take to be reaped.
-KILL_TIMEOUT = 10.0
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
@@ -111,6 +106,7 @@ class ContainerManager:
         root: runc's state root (``runc --root``), the agent's own.
         state_dir: per-container scratch files (pid file, console socket, runc log).
         subreaper: make this process a child subreaper so container inits are reaped here.
+        limits: runc's, the output drain's, SIGKILL's and a default stop's bounds (passed on).
     """
 
     def __init__(
@@ -121,8 +117,10 @@ class ContainerManager:
         root: str = DEFAULT_RUNC_ROOT,
         state_dir: str = DEFAULT_STATE_DIR,
         subreaper: bool = True,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.logs = logs
+        self.limits = limits
         self.runc = runc
         self.root = root
         self.state_dir = state_dir
@@ -139,7 +137,7 @@ class ContainerManager:
             raise RPCError(Code.FAILED_PRECONDITION, f"runc not found ({self.runc!r} is not on PATH)")
         return path
 
-    async def _run(self, *args: str, limit: float = RUNC_TIMEOUT) -> tuple[int, bytes, bytes]:
+    async def _run(self, *args: str) -> tuple[int, bytes, bytes]:
         process = await asyncio.create_subprocess_exec(
             self._runc_path(),
             "--root",
@@ -149,19 +147,14 @@ class ContainerManager:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
+        limit = self.limits.runc_timeout
         try:
             async with asyncio.timeout(limit):
                 out, err = await process.communicate()
         except TimeoutError:
-            process.kill()
-            await process.wait()
-            raise RPCError(
-                Code.DEADLINE_EXCEEDED, f"runc {args[0]} did not finish in {limit:.0f} s"
-            ) from None
+            raise RPCError(Code.DEADLINE_EXCEEDED, f"runc {args[0]} did not finish in {limit:g} s") from None
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await kill_subprocess(process, self.limits.kill_timeout)
         assert process.returncode is not None
         return process.returncode, out, err
 
@@ -257,9 +250,11 @@ class ContainerManager:
             try:
                 command = create_command(self._runc_path(), self.root, state, bundle, container_id)
                 if terminal:
-                    container.output_fds.append(await create_with_console(command, self.state_dir))
+                    container.output_fds.append(
+                        await create_with_console(command, self.state_dir, self.limits)
+                    )
                 else:
-                    await create_with_pipes(command, container.output_fds)
+                    await create_with_pipes(command, container.output_fds, self.limits)
                 container.pid = read_pid(os.path.join(state, "init.pid"))
                 container.pidfd = os.pidfd_open(container.pid)
             except BaseException:
@@ -321,7 +316,7 @@ class ContainerManager:
 
     async def _finish_output(self, container: _Container) -> None:
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(DRAIN_TIMEOUT):
+            async with asyncio.timeout(self.limits.output_drain):
                 await container.drained.wait()
         self._close_output(container)
         container.log.close()
@@ -355,10 +350,9 @@ class ContainerManager:
             raise RPCError(Code.FAILED_PRECONDITION, f"runc start failed: {runc_message(err)}")
         return await self.info(container_id)
 
-    async def stop(
-        self, container_id: str, signal: int = 0, grace: float = DEFAULT_STOP_TIMEOUT
-    ) -> ContainerInfo:
-        """Send ``signal`` (0 = SIGTERM), wait up to ``grace`` s, then SIGKILL.
+    async def stop(self, container_id: str, signal: int = 0, grace: float | None = None) -> ContainerInfo:
+        """Send ``signal`` (0 = SIGTERM), wait up to ``grace`` s (``None``:
+        ``limits.container_stop_grace``), then SIGKILL.
 
         Raises:
             RPCError: ``NOT_FOUND``; ``FAILED_PRECONDITION`` when it has already stopped;
@@ -372,7 +366,7 @@ class ContainerManager:
             raise RPCError(Code.INVALID_ARGUMENT, f"bad signal number {signal}")
         await self._kill(container, number)
         try:
-            async with asyncio.timeout(grace):
+            async with asyncio.timeout(self.limits.container_stop_grace if grace is None else grace):
                 await container.exited.wait()
         except TimeoutError:
             await self._kill(container, signals.SIGKILL)
@@ -388,11 +382,12 @@ class ContainerManager:
 
     async def _wait_exit(self, container: _Container) -> None:
         try:
-            async with asyncio.timeout(KILL_TIMEOUT):
+            async with asyncio.timeout(self.limits.kill_timeout):
                 await container.exited.wait()
         except TimeoutError:
             raise RPCError(
-                Code.INTERNAL, f"container {container.id!r} did not exit {KILL_TIMEOUT:.0f} s after SIGKILL"
+                Code.INTERNAL,
+                f"container {container.id!r} did not exit {self.limits.kill_timeout:g} s after SIGKILL",
             ) from None
 
     async def remove(self, container_id: str, force: bool = False) -> None:
@@ -497,9 +492,17 @@ class ContainerManager:
         command = self.exec_argv(
             container_id, argv, tty, cwd, env, user, pid_file=pid_file, log_file=log_file
         )
-        program = shown(argv[0])
         return await start_exec(
-            command, pid_file, log_file, program, container_id, tty=tty, rows=rows, cols=cols, stdin=stdin
+            command,
+            pid_file,
+            log_file,
+            shown(argv[0]),
+            container_id,
+            tty=tty,
+            rows=rows,
+            cols=cols,
+            stdin=stdin,
+            limits=self.limits,
         )
 
 

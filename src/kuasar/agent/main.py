@@ -26,7 +26,7 @@ from kuasar.agent.cmdline import read_cmdline
 from kuasar.agent.console import ConsoleSessions
 from kuasar.agent.process import is_spawned
 from kuasar.agent.reaper import OrphanReaper
-from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
+from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import KuasarError
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ def _owned_by(services: AgentServices | None) -> Callable[[int], bool]:
     return owned
 
 
-async def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> int:
     from kuasar import transport, ttrpc
     from kuasar.agent.services import AgentServices
 
@@ -112,19 +112,21 @@ async def _serve(args: argparse.Namespace) -> int:
             except OSError as exc:
                 log.warning("cannot set hostname %r: %s", args.hostname, exc)
         if args.agent_api:
-            services = AgentServices(args.state_dir, vm_guest=os.getpid() == 1 and not args.isolate)
-            server = ttrpc.Server(services.handlers, limits=DEFAULT_LIMITS)
+            services = AgentServices(
+                args.state_dir, vm_guest=os.getpid() == 1 and not args.isolate, limits=limits
+            )
+            server = ttrpc.Server(services.handlers, limits=limits)
             servers.append(server)
             listeners.append(
                 await transport.listen(parse_address(args.api), server.handle_connection, mode=0o600)
             )
             log.info("agent API on %s", args.api)
         if debug_console:
-            consoles = ConsoleSessions(shell=shell, limits=DEFAULT_LIMITS)
+            consoles = ConsoleSessions(shell=shell, limits=limits)
             listeners.append(await transport.listen(parse_address(args.console), consoles.handle, mode=0o600))
             log.info("debug console on %s (shell %s)", args.console, shell)
         if os.getpid() == 1:
-            reaper = OrphanReaper(_owned_by(services))
+            reaper = OrphanReaper(_owned_by(services), limits=limits)
             reaper.start()
         if args.ready_fd is not None:
             with contextlib.suppress(OSError):

@@ -1,10 +1,11 @@
 """The agent's one process spawner: on pipes or on a PTY, pumped, signalled, killed and reaped.
 
 Layer contract: agent side; stdlib (os, subprocess, asyncio), ``kuasar.agent.pty`` (PTY
-primitives), ``kuasar.agent.procfs``, ``kuasar.agent.users`` (who it runs as), ``kuasar._fdio`` and
-``kuasar.errors`` / ``kuasar.ttrpc.codes`` (for the statuses a failed start becomes). No protobuf:
-:mod:`kuasar.agent.services.exec` translates messages. Every process the agent starts for someone
-(an ``Exec``, a ``runc exec``, a debug-console shell) is a :class:`Process`.
+primitives), ``kuasar.agent.procfs``, ``kuasar.agent.users`` (who it runs as), ``kuasar._fdio``,
+``kuasar.config`` (its bounds) and ``kuasar.errors`` / ``kuasar.ttrpc.codes`` (for the statuses a
+failed start becomes). No protobuf: :mod:`kuasar.agent.services.exec` translates messages. Every
+process the agent starts for someone (an ``Exec``, a ``runc exec``, a debug-console shell) is a
+:class:`Process`.
 
 Shape:
 - :meth:`Process.start` forks with :class:`subprocess.Popen` (so exec errors are raised here in the
@@ -18,7 +19,7 @@ Shape:
   :func:`is_spawned` tells a PID-1 orphan reaper to leave these zombies alone.
 - :meth:`Process.pump_output` reads at most ``CHUNK`` bytes at a time from each output fd and hands
   them to an async sink (backpressure: the next read waits for the sink); after the process exits,
-  descendants still holding the output get ``DRAIN_GRACE`` seconds before the pumps are cut.
+  descendants still holding the output get ``Limits.output_drain`` seconds before the pumps are cut.
 - One kill policy, :func:`kill_session`: SIGKILL the process group and every other process of the
   session (job-control groups of an interactive shell included; only processes that called
   ``setsid()`` themselves escape). :meth:`Process.kill` applies it; :meth:`Process.close` (always
@@ -43,15 +44,12 @@ from kuasar._log import get_logger
 from kuasar.agent.procfs import processes
 from kuasar.agent.pty import DEFAULT_COLS, DEFAULT_ROWS, PtyMode, open_pty, set_window_size
 from kuasar.agent.users import Credentials, resolve_user
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
 from kuasar.ttrpc.codes import Code
 
 #: Largest output chunk handed to the sink.
 CHUNK = 64 * 1024
-#: After the process exits, how long descendants holding its stdout/stderr may keep them open.
-DRAIN_GRACE = 2.0
-#: How long :meth:`Process.close` waits for the process to die after SIGKILL.
-KILL_TIMEOUT = 10.0
 #: stdout and stderr, as the sink's first argument.
 STDOUT, STDERR = 1, 2
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -145,6 +143,19 @@ def is_spawned(pid: int) -> bool:
     return pid in _unreaped
 
 
+async def kill_subprocess(process: asyncio.subprocess.Process, grace: float) -> None:
+    """SIGKILL a helper command (``runc``, ``ip``: an asyncio subprocess) unless it has exited, and
+    wait at most ``grace`` seconds for it to be reaped."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    try:
+        async with asyncio.timeout(grace):
+            await process.wait()
+    except TimeoutError:
+        log.warning("helper process %d did not exit %g s after SIGKILL", process.pid, grace)
+
+
 @dataclass(frozen=True, slots=True)
 class _Stdio:
     """The child's three fds, the parent's ends (by name) and every fd to close after the fork."""
@@ -211,8 +222,16 @@ def _popen(
 class Process:
     """A started process; use :meth:`start`, and always :meth:`close` (or ``async with``)."""
 
-    def __init__(self, popen: subprocess.Popen[bytes], *, tty: bool, fds: dict[str, int]) -> None:
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        *,
+        tty: bool,
+        fds: dict[str, int],
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
         self._popen = popen
+        self._limits = limits
         self.pid = popen.pid
         self.tty = tty
         self._fds = fds  # "stdin", "stdout", "stderr", "master": parent ends, non-blocking
@@ -236,6 +255,7 @@ class Process:
         cwd: str = "",
         user: str = "",
         mode: PtyMode | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> Process:
         """Start ``argv`` in a new session.
 
@@ -251,6 +271,8 @@ class Process:
             user: ``name``, ``uid`` or ``uid:gid`` (switching needs root).
             mode: the PTY's echo, output-processing and input flags (with ``tty``; default: a
                 terminal's usual ones).
+            limits: ``output_drain`` bounds :meth:`pump_output` after the exit, ``kill_timeout``
+                bounds :meth:`close`.
 
         Raises:
             RPCError: ``NOT_FOUND`` (no such program), ``PERMISSION_DENIED`` (not executable, or
@@ -275,7 +297,7 @@ class Process:
                 os.close(fd)
         for fd in stdio.parent.values():
             os.set_blocking(fd, False)
-        return cls(popen, tty=tty, fds=stdio.parent)
+        return cls(popen, tty=tty, fds=stdio.parent, limits=limits)
 
     async def __aenter__(self) -> Process:
         return self
@@ -337,7 +359,8 @@ class Process:
 
     async def pump_output(self, sink: OutputSink, *, chunk: int = CHUNK) -> None:
         """Hand every output chunk (at most ``chunk`` bytes) to ``sink(STDOUT|STDERR, data)`` until
-        EOF on all outputs, or until ``DRAIN_GRACE`` after the exit when descendants keep them open."""
+        EOF on all outputs, or until ``Limits.output_drain`` after the exit when descendants keep them
+        open."""
         names = ("master",) if self.tty else ("stdout", "stderr")
         size = max(1, min(chunk, CHUNK))
         pumps = [asyncio.ensure_future(self._pump(name, sink, size)) for name in names if name in self._fds]
@@ -349,7 +372,7 @@ class Process:
             try:
                 await asyncio.wait({waiting, exited}, return_when=asyncio.FIRST_COMPLETED)
                 if not waiting.done():
-                    await asyncio.wait({waiting}, timeout=DRAIN_GRACE)
+                    await asyncio.wait({waiting}, timeout=self._limits.output_drain)
             finally:
                 waiting.cancel()
                 exited.cancel()
@@ -401,16 +424,18 @@ class Process:
         return 0 if self._reaped else kill_session(self.pid)
 
     async def close(self) -> None:
-        """Kill the whole session, reap the process (waiting at most ``KILL_TIMEOUT`` seconds for
-        it to die), close every fd. Idempotent; a cancelled close still reaps and closes."""
+        """Kill the whole session, reap the process (waiting at most ``Limits.kill_timeout`` for it
+        to die), close every fd. Idempotent; a cancelled close still reaps and closes."""
         try:
             self.kill()
             if not self._reaped and not self._exited.is_set():
                 try:
-                    async with asyncio.timeout(KILL_TIMEOUT):
+                    async with asyncio.timeout(self._limits.kill_timeout):
                         await self._exited.wait()
                 except TimeoutError:
-                    log.warning("process %d did not exit %g s after SIGKILL", self.pid, KILL_TIMEOUT)
+                    log.warning(
+                        "process %d did not exit %g s after SIGKILL", self.pid, self._limits.kill_timeout
+                    )
         finally:
             self._reap()
             for name in list(self._fds):

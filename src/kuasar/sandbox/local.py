@@ -21,14 +21,13 @@ import time
 from dataclasses import dataclass
 
 from kuasar._text import printable
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import SandboxError, UsageError
 from kuasar.sandbox.discovery import SandboxRef
 from kuasar.sandbox.state import SandboxState, is_supervisor, read_state
 from kuasar.sandbox.supervisor import LOG_FILE, SOCKET_FILE
 
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-START_TIMEOUT = 20.0
-STOP_TIMEOUT = 8.0
 #: ``ROOT/ID/vsock/1024.sock`` must fit in sun_path (107 bytes).
 _GUEST_SUFFIX = len("/vsock/1024.sock")
 _MAX_SOCKET_PATH = 107
@@ -208,8 +207,9 @@ def _read_report(read_fd: int, timeout: float) -> tuple[int | None, str]:
     return pid, "error the sandbox supervisor exited during start-up"
 
 
-def start_sandbox(root: str, sandbox_id: str, options: LocalOptions) -> str:
-    """Start a detached local sandbox and wait until its agent is serving.
+def start_sandbox(root: str, sandbox_id: str, options: LocalOptions, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Start a detached local sandbox and wait until its agent is serving (at most
+    ``limits.sandbox_start_timeout``).
 
     Returns:
         The sandbox directory.
@@ -231,11 +231,11 @@ def start_sandbox(root: str, sandbox_id: str, options: LocalOptions) -> str:
                 pass_fds=(write_fd,),
                 start_new_session=True,
                 check=False,
-                timeout=START_TIMEOUT,
+                timeout=limits.sandbox_start_timeout,
             )
         os.close(write_fd)
         write_fd = -1
-        pid, report = _read_report(read_fd, START_TIMEOUT)
+        pid, report = _read_report(read_fd, limits.sandbox_start_timeout)
     except subprocess.TimeoutExpired:
         pid, report = None, "error the sandbox supervisor did not start"
     finally:
@@ -263,8 +263,11 @@ def supervisor_alive(state: SandboxState | None) -> bool:
     return state is not None and is_supervisor(state.supervisor_pid)
 
 
-def stop_sandbox(ref: SandboxRef, timeout: float = STOP_TIMEOUT) -> bool:
+def stop_sandbox(ref: SandboxRef, timeout: float | None = None, limits: Limits = DEFAULT_LIMITS) -> bool:
     """Stop a local sandbox (or clean up a crashed one) and remove its directory.
+
+    The supervisor gets ``timeout`` seconds (``None``: ``limits.sandbox_stop_timeout``) after
+    SIGTERM, then its process group is SIGKILLed.
 
     Returns:
         True when a running supervisor was stopped, False when only leftovers were removed.
@@ -282,7 +285,7 @@ def stop_sandbox(ref: SandboxRef, timeout: float = STOP_TIMEOUT) -> bool:
     if state is not None and was_running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.supervisor_pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + (limits.sandbox_stop_timeout if timeout is None else timeout)
         while is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if is_supervisor(state.supervisor_pid):

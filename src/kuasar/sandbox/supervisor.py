@@ -31,7 +31,8 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from kuasar.config import AGENT_PORT, CONSOLE_PORT
+from kuasar._text import printable
+from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import KuasarError, SandboxError
 from kuasar.sandbox.state import STATE_FILE, SandboxState, exit_text, read_state, write_state
 from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
@@ -39,8 +40,8 @@ from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
 LOG_FILE = "sandbox.log"
 SOCKET_FILE = "task.socket"
 GUEST_DIR = "vsock"
-AGENT_READY_TIMEOUT = 15.0
-AGENT_STOP_GRACE = 3.0
+#: The longest start-up report line read from the agent.
+_READY_LINE_LIMIT = 1024
 
 log = logging.getLogger("kuasar.sandbox.supervisor")
 
@@ -85,27 +86,54 @@ def _agent_command(directory: str, sandbox_id: str, args: argparse.Namespace, re
     return command
 
 
-async def _wait_ready(read_fd: int, process: asyncio.subprocess.Process) -> None:
-    """Wait for the agent's ``ready`` line; fail if it exits or stays silent."""
+async def wait_agent_ready(
+    read_fd: int, process: asyncio.subprocess.Process, limits: Limits = DEFAULT_LIMITS
+) -> None:
+    """Wait for the agent's ``ready`` line on ``read_fd`` (closed here).
+
+    Every wait is bounded: the line by ``limits.agent_ready_timeout``; after anything else (EOF, a
+    wrong or oversize line) the agent gets ``limits.agent_stop_grace`` to exit, so the error can
+    say how it ended; the caller then stops it.
+
+    Raises:
+        SandboxError: the agent stayed silent, exited, or reported something else than ``ready``.
+    """
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1024)
+    reader = asyncio.StreamReader(limit=_READY_LINE_LIMIT)
     transport, _ = await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
     )
     try:
-        async with asyncio.timeout(AGENT_READY_TIMEOUT):
+        async with asyncio.timeout(limits.agent_ready_timeout):
             line = await reader.readline()
     except TimeoutError:
-        raise SandboxError(f"the agent did not become ready within {AGENT_READY_TIMEOUT:.0f} s") from None
+        raise SandboxError(
+            f"the agent did not become ready within {limits.agent_ready_timeout:g} s"
+        ) from None
+    except ValueError:  # no newline within the limit
+        line = b"a line over %d bytes" % _READY_LINE_LIMIT
     finally:
         transport.close()
-    if line.strip() != b"ready":
-        code = await process.wait()
+    if line.strip() == b"ready":
+        return
+    code = await _exit_status(process, limits.agent_stop_grace)
+    if code is not None:
         raise SandboxError(f"the agent exited during start-up (exit status {code})")
+    said = printable(line.decode("utf-8", "replace").strip()) if line else "nothing"
+    raise SandboxError(f"the agent reported {said!r} instead of ready")
+
+
+async def _exit_status(process: asyncio.subprocess.Process, grace: float) -> int | None:
+    """The process's exit status once it exits within ``grace`` seconds, else ``None``."""
+    try:
+        async with asyncio.timeout(grace):
+            return await process.wait()
+    except TimeoutError:
+        return None
 
 
 async def _start_agent(
-    directory: str, sandbox_id: str, args: argparse.Namespace, log_file: int
+    directory: str, sandbox_id: str, args: argparse.Namespace, log_file: int, limits: Limits
 ) -> asyncio.subprocess.Process:
     os.makedirs(os.path.join(directory, GUEST_DIR), mode=0o700, exist_ok=True)
     read_fd, write_fd = os.pipe()
@@ -121,25 +149,25 @@ async def _start_agent(
     finally:
         os.close(write_fd)
     try:
-        await _wait_ready(read_fd, process)
+        await wait_agent_ready(read_fd, process, limits)
     except BaseException:
-        await _stop_agent(process)
+        await _stop_agent(process, limits)
         raise
     return process
 
 
-async def _stop_agent(process: asyncio.subprocess.Process) -> None:
+async def _stop_agent(process: asyncio.subprocess.Process, limits: Limits) -> None:
+    """SIGTERM, ``limits.agent_stop_grace`` to exit, then SIGKILL and ``limits.kill_timeout``."""
     if process.returncode is not None:
         return
     with contextlib.suppress(ProcessLookupError):
         process.send_signal(signal.SIGTERM)
-    try:
-        async with asyncio.timeout(AGENT_STOP_GRACE):
-            await process.wait()
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+    if await _exit_status(process, limits.agent_stop_grace) is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.kill()
+    if await _exit_status(process, limits.kill_timeout) is None:
+        log.error("the agent (pid %d) did not exit %g s after SIGKILL", process.pid, limits.kill_timeout)
 
 
 def _record_agent_exit(directory: str, state: SandboxState, returncode: int) -> None:
@@ -161,8 +189,11 @@ def _report(ready_fd: int | None, line: str) -> None:
         os.close(ready_fd)
 
 
-async def supervise(args: argparse.Namespace) -> int:
-    """Run one local sandbox until SIGTERM/SIGINT; returns the exit status."""
+async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Run one local sandbox until SIGTERM/SIGINT; returns the exit status.
+
+    ``limits`` bounds the hybrid vsock server and every wait for the agent.
+    """
     directory = os.path.join(args.root, args.id)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -170,12 +201,14 @@ async def supervise(args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     log_fd = os.open(os.path.join(directory, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     hvsock = HvsockServer(
-        os.path.join(directory, SOCKET_FILE), port_directory_resolver(os.path.join(directory, GUEST_DIR))
+        os.path.join(directory, SOCKET_FILE),
+        port_directory_resolver(os.path.join(directory, GUEST_DIR)),
+        limits=limits,
     )
     agent: asyncio.subprocess.Process | None = None
     try:
         await hvsock.start()
-        agent = await _start_agent(directory, args.id, args, log_fd)
+        agent = await _start_agent(directory, args.id, args, log_fd, limits)
         state = SandboxState(
             id=args.id,
             kind="local",
@@ -203,7 +236,7 @@ async def supervise(args: argparse.Namespace) -> int:
         return 1
     finally:
         if agent is not None:
-            await _stop_agent(agent)
+            await _stop_agent(agent, limits)
         hvsock.close()
         await hvsock.wait_closed()
         os.close(log_fd)

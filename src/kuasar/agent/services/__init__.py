@@ -31,12 +31,14 @@ class AgentServices:
         state_dir: containers' runc root, state and logs live below it.
         vm_guest: the agent is PID 1 of a real VM: SandboxService may change hostname, DNS,
             network and clock. Otherwise (a local sandbox on a shared host) it only reports.
+        limits: every bound of the services and the processes they start.
         """
         base = state_dir or DEFAULT_STATE_DIR
         self.containers = ContainerManager(
             LogStore(os.path.join(base, "logs")),
             root=os.path.join(base, "runc"),
             state_dir=os.path.join(base, "containers"),
+            limits=limits,
         )
         config = SandboxServiceConfig.vm_guest() if vm_guest else SandboxServiceConfig()
         #: SandboxService state; ``sandbox.events.publish_oom(id)`` feeds GetEvents.
@@ -45,7 +47,7 @@ class AgentServices:
             ttrpc.health_handlers(),
             exec_handlers(self.containers, limits=limits),
             container_handlers(self.containers, limits=limits),
-            sandbox_handlers(self.sandbox),
+            sandbox_handlers(self.sandbox, limits=limits),
         ]
 
     def owns_pid(self, pid: int) -> bool:

@@ -22,7 +22,7 @@ from google.protobuf import empty_pb2
 
 from kuasar import fscopy as copying
 from kuasar import ttrpc
-from kuasar.agent.containers import DEFAULT_STOP_TIMEOUT, ContainerInfo, ContainerManager
+from kuasar.agent.containers import ContainerInfo, ContainerManager
 from kuasar.agent.logs import LogQuery
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
@@ -77,7 +77,7 @@ def container_handlers(
         return container_info(await manager.start(request.id))
 
     async def stop(request: pb.StopContainerRequest, ctx: Any) -> pb.ContainerInfo:
-        grace = float(request.timeout_seconds) if request.timeout_seconds else DEFAULT_STOP_TIMEOUT
+        grace = float(request.timeout_seconds) if request.timeout_seconds else None
         return container_info(await manager.stop(request.id, request.signal, grace))
 
     async def remove(request: pb.RemoveContainerRequest, ctx: Any) -> empty_pb2.Empty:

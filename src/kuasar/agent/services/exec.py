@@ -38,8 +38,6 @@ from kuasar.proto import agent_pb2 as pb
 from kuasar.ttrpc.codes import Code
 
 SERVICE = "kuasar.agent.v1.Agent"
-#: How long the client may take to send the ``start`` message.
-START_TIMEOUT = 30.0
 #: Bytes of protobuf and ttrpc framing kept free in each output chunk.
 _CHUNK_SLACK = 64
 _MAX_ARGV_ITEMS = 4096
@@ -215,9 +213,9 @@ def decode_start(start: pb.ExecStart) -> ExecRequest:
     )
 
 
-async def _first_start(stream: ttrpc.ServerStream) -> ExecRequest:
+async def _first_start(stream: ttrpc.ServerStream, limits: Limits) -> ExecRequest:
     try:
-        async with asyncio.timeout(START_TIMEOUT):
+        async with asyncio.timeout(limits.exec_start_timeout):
             first = await stream.recv()
     except TimeoutError:
         raise RPCError(Code.INVALID_ARGUMENT, "no ExecStart received") from None
@@ -228,7 +226,7 @@ async def _first_start(stream: ttrpc.ServerStream) -> ExecRequest:
     return request
 
 
-async def _spawn(request: ExecRequest, executor: ContainerExecutor | None) -> Process:
+async def _spawn(request: ExecRequest, executor: ContainerExecutor | None, limits: Limits) -> Process:
     options: dict[str, Any] = {
         "tty": request.tty,
         "rows": request.rows,
@@ -239,7 +237,7 @@ async def _spawn(request: ExecRequest, executor: ContainerExecutor | None) -> Pr
         "user": request.user,
     }
     if not request.container_id:
-        return await Process.start(request.argv, **options)
+        return await Process.start(request.argv, limits=limits, **options)
     if executor is None:
         raise RPCError(Code.FAILED_PRECONDITION, "containers are not supported by this agent")
     return await executor.start_exec(request.container_id, request.argv, **options)
@@ -278,7 +276,8 @@ def exec_handlers(
     Args:
         executor: runs exec requests that name a container (e.g. the agent's container manager);
             ``None``: such requests fail with ``FAILED_PRECONDITION``.
-        limits: output chunks stay under ``limits.max_message``.
+        limits: output chunks stay under ``limits.max_message``; ``exec_start_timeout`` bounds the
+            wait for ``start``; passed on to each :class:`~kuasar.agent.process.Process`.
         agent_version: reported by ``Ping`` and ``GetSystemInfo``.
     """
     chunk = max(1024, limits.max_message - _CHUNK_SLACK)
@@ -292,8 +291,8 @@ def exec_handlers(
         return pb.SystemInfo(agent_version=agent_version, **info)
 
     async def exec_(stream: ttrpc.ServerStream, ctx: ttrpc.CallContext) -> None:
-        request = await _first_start(stream)
-        process = await _spawn(request, executor)
+        request = await _first_start(stream, limits)
+        process = await _spawn(request, executor, limits)
         clog = log.child(stream=ctx.stream_id, pid=process.pid)
         clog.debug("exec %r (tty=%s, container=%r)", request.argv[0], request.tty, request.container_id)
         feeder: asyncio.Future[None] | None = None

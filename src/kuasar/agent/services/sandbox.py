@@ -31,7 +31,6 @@ import asyncio
 import contextlib
 import errno
 import os
-import signal
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -43,9 +42,10 @@ from google.protobuf import empty_pb2
 from kuasar import ttrpc
 from kuasar._fdio import wait_fd, write_all
 from kuasar._log import get_logger
+from kuasar.agent.process import kill_session, kill_subprocess
 from kuasar.agent.services import sandbox_setup as setup
 from kuasar.agent.services.events import TASK_OOM_TOPIC, EventBus
-from kuasar.config import DEFAULT_LIMITS
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
 from kuasar.proto import containerd_events_ttrpc_pb2 as events_pb2
 from kuasar.proto import health_pb2, sandbox_pb2
@@ -77,12 +77,11 @@ class SandboxServiceConfig:
         sysctl_root: the root of sysctl files.
         sys_class_net: where links are looked up by hardware address.
         shells: ExecVMProcess runs the first executable one with ``-c``.
-        exec_timeout: seconds an ExecVMProcess may run when the call has no deadline.
         exec_output_limit: the most bytes of ``out``; more is ``RESOURCE_EXHAUSTED``.
-        exit_linger: seconds to wait, after the command exits, for output from processes it left
-            behind holding its pipes; then its process group is killed.
-        command_timeout: seconds each ``ip`` command may take.
         history: how many actions :attr:`SandboxServiceState.actions` keeps.
+
+    Its waits are :class:`kuasar.config.Limits`' (``exec_vm_timeout``, ``exec_vm_linger``,
+    ``guest_command_timeout``, ``kill_timeout``), given to :func:`sandbox_handlers`.
     """
 
     resolv_conf: str | None = None
@@ -94,18 +93,12 @@ class SandboxServiceConfig:
     sysctl_root: str = "/proc/sys"
     sys_class_net: str = "/sys/class/net"
     shells: tuple[str, ...] = ("/bin/bash", "/bin/sh")
-    exec_timeout: float = 600.0
     exec_output_limit: int = DEFAULT_LIMITS.max_message - _ENVELOPE_SLACK
-    exit_linger: float = 0.5
-    command_timeout: float = 10.0
     history: int = 256
 
     def __post_init__(self) -> None:
         if not self.shells:
             raise ValueError("SandboxServiceConfig.shells must name at least one shell")
-        for name in ("exec_timeout", "exit_linger", "command_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"SandboxServiceConfig.{name} must be positive")
         if self.exec_output_limit < 1 or self.history < 1:
             raise ValueError("SandboxServiceConfig.exec_output_limit and history must be at least 1")
 
@@ -150,9 +143,10 @@ def _os_status(exc: OSError, what: str) -> RPCError:
 
 
 class _Service:
-    def __init__(self, state: SandboxServiceState) -> None:
+    def __init__(self, state: SandboxServiceState, limits: Limits) -> None:
         self.state = state
         self.config = state.config
+        self.limits = limits
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -180,7 +174,9 @@ class _Service:
                 self.state.record(action)
                 continue
             try:
-                await setup.run_commands([action.argv], self.config.command_timeout)
+                await setup.run_commands(
+                    [action.argv], self.limits.guest_command_timeout, self.limits.kill_timeout
+                )
             except setup.CommandFailed as exc:
                 raise RPCError(Code.INTERNAL, f"failed to execute netlink request: {exc}") from None
             self.state.record(replace(action, applied=True))
@@ -273,15 +269,19 @@ class _Service:
         self, request: sandbox_pb2.ExecVMProcessRequest, ctx: ttrpc.CallContext
     ) -> sandbox_pb2.ExecVMProcessResponse:
         loop = asyncio.get_running_loop()
-        deadline = ctx.deadline if ctx.deadline is not None else loop.time() + self.config.exec_timeout
-        return sandbox_pb2.ExecVMProcessResponse(out=await _ExecVM(self.config, request).run(deadline))
+        deadline = ctx.deadline if ctx.deadline is not None else loop.time() + self.limits.exec_vm_timeout
+        out = await _ExecVM(self.config, request, self.limits).run(deadline)
+        return sandbox_pb2.ExecVMProcessResponse(out=out)
 
 
 class _ExecVM:
     """One ExecVMProcess: a shell in its own process group, pipes we own, bounded output."""
 
-    def __init__(self, config: SandboxServiceConfig, request: sandbox_pb2.ExecVMProcessRequest) -> None:
+    def __init__(
+        self, config: SandboxServiceConfig, request: sandbox_pb2.ExecVMProcessRequest, limits: Limits
+    ) -> None:
         self.config = config
+        self.limits = limits
         self.command = request.command
         self.stdin = request.stdin
         self.pgid = 0
@@ -297,8 +297,7 @@ class _ExecVM:
 
     def _kill_group(self) -> None:
         if self.pgid > 0:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pgid, signal.SIGKILL)
+            kill_session(self.pgid)  # the agent's one kill policy: the shell's whole session
 
     async def _read(self, fd: int, limit: int, on_overflow: Callable[[], None] | None) -> bytes:
         data = bytearray()
@@ -372,10 +371,11 @@ class _ExecVM:
             try:
                 async with asyncio.timeout_at(deadline):
                     code = await process.wait()
-                    _, pending = await asyncio.wait([reader_out, reader_err], timeout=self.config.exit_linger)
+                    linger = self.limits.exec_vm_linger
+                    _, pending = await asyncio.wait([reader_out, reader_err], timeout=linger)
                     if pending:  # something it started still holds the pipes: end the group
                         self._kill_group()
-                        await asyncio.wait(pending, timeout=self.config.exit_linger)
+                        await asyncio.wait(pending, timeout=linger)
             except TimeoutError:
                 raise RPCError(
                     Code.DEADLINE_EXCEEDED, f"cmd {self.command} did not finish before the call's deadline"
@@ -384,17 +384,28 @@ class _ExecVM:
             stderr = reader_err.result() if reader_err.done() else b""
             return self._outcome(code, stdout, stderr)
         finally:
+            await self._clean_up(tasks, fds, process)
+
+    async def _clean_up(
+        self, tasks: list[asyncio.Task[Any]], fds: list[int], process: asyncio.subprocess.Process | None
+    ) -> None:
+        """Stop the pumps (an outcome of theirs is seen, never raised; our own cancellation is), close
+        the fds, and end the shell's session if it still runs (bounded)."""
+        try:
             for task in tasks:
                 task.cancel()
+            if tasks:
+                await asyncio.wait(tasks)
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, OSError):
-                    await task
+                if not task.cancelled():
+                    task.exception()
+        finally:
             for fd in fds:
                 os.close(fd)
+            fds.clear()
             if process is not None and process.returncode is None:
                 self._kill_group()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(process.wait(), 5.0)
+                await kill_subprocess(process, self.limits.kill_timeout)
 
     def _outcome(self, code: int, stdout: bytes, stderr: bytes) -> str:
         limit = self.config.exec_output_limit
@@ -419,14 +430,18 @@ class _ExecVM:
         return out
 
 
-def sandbox_handlers(state: SandboxServiceState | None = None) -> dict[tuple[str, str], ttrpc.Handler]:
+def sandbox_handlers(
+    state: SandboxServiceState | None = None, *, limits: Limits = DEFAULT_LIMITS
+) -> dict[tuple[str, str], ttrpc.Handler]:
     """Handlers for every ``grpc.SandboxService`` method.
 
     Args:
         state: configuration, event bus and action record; a report-only default when None (keep
             a reference to it to publish events or read the actions).
+        limits: ``exec_vm_timeout`` (an ExecVMProcess call without a deadline), ``exec_vm_linger``,
+            ``guest_command_timeout`` (each ``ip`` command) and ``kill_timeout``.
     """
-    service = _Service(state or SandboxServiceState())
+    service = _Service(state or SandboxServiceState(), limits)
     unary = ttrpc.Cardinality.UNARY
     table: list[tuple[str, Callable[..., Awaitable[Any]], Any, Any]] = [
         ("Check", service.check, health_pb2.CheckRequest, empty_pb2.Empty),

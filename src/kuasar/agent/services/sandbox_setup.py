@@ -1,6 +1,7 @@
 """What ``SetupSandbox``, ``UpdateInterfaces`` and ``UpdateRoutes`` do to a guest, as plans.
 
-Layer contract: agent side; stdlib plus the generated ``sandbox_pb2`` types. Parses the CRI
+Layer contract: agent side; stdlib plus the generated ``sandbox_pb2`` types and
+``kuasar.agent.process``'s bounded kill of a helper command. Parses the CRI
 ``PodSandboxConfig`` JSON (serde's field names, as Kuasar's vmm-sandboxer sends it) into
 :class:`PodSettings`, and turns settings, interfaces and routes into :class:`Action` lists: each
 action is either a command line (``ip …``) or a named change (hostname, resolv.conf, sysctl) and is
@@ -22,6 +23,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kuasar.agent.process import kill_subprocess
 from kuasar.proto import sandbox_pb2
 
 IFF_NOARP = 0x80
@@ -293,8 +295,9 @@ class CommandFailed(Exception):
     """A setup command exited non-zero, could not start or did not finish in time."""
 
 
-async def run_commands(argvs: Iterable[Sequence[str]], timeout: float) -> None:  # noqa: ASYNC109
-    """Run each command in turn (no shell), stopping at the first failure.
+async def run_commands(argvs: Iterable[Sequence[str]], timeout: float, kill_grace: float) -> None:  # noqa: ASYNC109
+    """Run each command in turn (no shell), each within ``timeout`` seconds (then SIGKILLed and
+    reaped within ``kill_grace``), stopping at the first failure.
 
     Raises:
         CommandFailed: with the command line and its stderr (bounded).
@@ -321,9 +324,7 @@ async def run_commands(argvs: Iterable[Sequence[str]], timeout: float) -> None: 
         except TimeoutError:
             raise CommandFailed(f"{line}: did not finish within {timeout:g}s") from None
         finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+            await kill_subprocess(process, kill_grace)
         if process.returncode != 0:
             message = stderr.decode("utf-8", "replace").strip()
             raise CommandFailed(f"{line}: exit code {process.returncode}: {message}")

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from kuasar._text import printable
+from kuasar.config import DEFAULT_LIMITS
 from kuasar.ctl import output
 from kuasar.ctl.commands._common import (
     add_output_format,
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from kuasar import ttrpc
 
 SERVICE = "kuasar.agent.v1.Agent"
-#: Budget for one unary call (stop adds its grace period).
-CALL_TIMEOUT = 30.0
 
 
 def add_connect_flags(parser: argparse.ArgumentParser) -> None:
@@ -180,7 +179,7 @@ async def run_list(args: argparse.Namespace) -> int:
             "ListContainers",
             pb.ListContainersRequest(all=args.all),
             pb.ListContainersResponse,
-            timeout=CALL_TIMEOUT,
+            timeout=DEFAULT_LIMITS.call_timeout,
         )
     rows = [info_dict(info) for info in response.containers]
     if args.output == "json":
@@ -207,14 +206,16 @@ async def run_create(args: argparse.Namespace) -> int:
 
     request = pb.CreateContainerRequest(id=args.id, bundle=args.bundle, labels=_labels(args.label))
     async with agent_client(args, args.sandbox) as client:
-        await client.call(SERVICE, "CreateContainer", request, pb.ContainerInfo, timeout=CALL_TIMEOUT)
+        await client.call(
+            SERVICE, "CreateContainer", request, pb.ContainerInfo, timeout=DEFAULT_LIMITS.call_timeout
+        )
         if args.start:
             await client.call(
                 SERVICE,
                 "StartContainer",
                 pb.ContainerRequest(id=args.id),
                 pb.ContainerInfo,
-                timeout=CALL_TIMEOUT,
+                timeout=DEFAULT_LIMITS.call_timeout,
             )
     output.write_stdout(f"{printable(args.id)}\n")
     return 0
@@ -226,7 +227,9 @@ async def run_start(args: argparse.Namespace) -> int:
     async with agent_client(args, args.sandbox) as client:
         for container_id in args.ids:
             request = pb.ContainerRequest(id=container_id)
-            await client.call(SERVICE, "StartContainer", request, pb.ContainerInfo, timeout=CALL_TIMEOUT)
+            await client.call(
+                SERVICE, "StartContainer", request, pb.ContainerInfo, timeout=DEFAULT_LIMITS.call_timeout
+            )
             output.write_stdout(f"{printable(container_id)}\n")
     return 0
 
@@ -242,7 +245,11 @@ async def run_stop(args: argparse.Namespace) -> int:
         for container_id in args.ids:
             request = pb.StopContainerRequest(id=container_id, signal=number, timeout_seconds=grace)
             await client.call(
-                SERVICE, "StopContainer", request, pb.ContainerInfo, timeout=CALL_TIMEOUT + grace
+                SERVICE,
+                "StopContainer",
+                request,
+                pb.ContainerInfo,
+                timeout=DEFAULT_LIMITS.call_timeout + grace,
             )
             output.write_stdout(f"{printable(container_id)}\n")
     return 0
@@ -256,6 +263,8 @@ async def run_remove(args: argparse.Namespace) -> int:
     async with agent_client(args, args.sandbox) as client:
         for container_id in args.ids:
             request = pb.RemoveContainerRequest(id=container_id, force=args.force)
-            await client.call(SERVICE, "RemoveContainer", request, empty_pb2.Empty, timeout=CALL_TIMEOUT)
+            await client.call(
+                SERVICE, "RemoveContainer", request, empty_pb2.Empty, timeout=DEFAULT_LIMITS.call_timeout
+            )
             output.write_stdout(f"{printable(container_id)}\n")
     return 0

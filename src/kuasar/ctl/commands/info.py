@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from kuasar._text import printable
+from kuasar.config import DEFAULT_LIMITS
 from kuasar.ctl import output
 from kuasar.ctl.commands._common import (
     add_output_format,
@@ -21,9 +22,6 @@ from kuasar.ctl.commands._common import (
     positive_seconds,
     resolve,
 )
-
-#: Budget for the GetSystemInfo call.
-CALL_TIMEOUT = 10.0
 
 
 def register(commands: Any) -> None:
@@ -106,7 +104,7 @@ async def run(args: argparse.Namespace) -> int:
             hints=["A console-only guest (e.g. a stock Kuasar vmm-task) has no system information service."],
         )
     async with guest:
-        info = await guest.system_info(timeout=CALL_TIMEOUT)
+        info = await guest.system_info(timeout=DEFAULT_LIMITS.call_timeout)
     data = as_dict(name, info)
     if args.output == "json":
         output.write_stdout(json.dumps(data, indent=2) + "\n")
