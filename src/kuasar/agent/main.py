@@ -3,8 +3,9 @@
 Layer contract: agent top; the one ``asyncio.run`` of the agent. Reads flags and the kernel command
 line (``task.*``), listens with ``kuasar.transport.listen`` on the agent API address (ttrpc: health,
 containers, and whatever services are registered in ``kuasar.agent.services``) and, when debug is
-on, the debug console address; reaps orphans as PID 1; stops cleanly on SIGTERM/SIGINT. Errors are
-one line on stderr and exit status 1.
+on, the debug console address; reaps orphans as PID 1; stops cleanly on SIGTERM/SIGINT, removing
+the socket files it bound. Errors are one line on stderr and exit status 1. ``python -m kuasar.agent``
+runs the same entry point.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from kuasar import __version__
-from kuasar.address import parse_address
+from kuasar.address import UnixAddress, parse_address
 from kuasar.agent.cmdline import read_cmdline
 from kuasar.agent.console import ConsoleSessions
 from kuasar.agent.process import is_spawned
@@ -32,6 +33,8 @@ from kuasar.errors import KuasarError
 if TYPE_CHECKING:
     from kuasar import ttrpc
     from kuasar.agent.services import AgentServices
+    from kuasar.transport import Handler
+    from kuasar.transport.unix import SocketFile
 
 log = logging.getLogger("kuasar.agent")
 
@@ -88,8 +91,37 @@ def _owned_by(services: AgentServices | None) -> Callable[[int], bool]:
     return owned
 
 
+class _Listeners:
+    """The agent's listening sockets: ``close`` stops them and removes the socket files they bound."""
+
+    def __init__(self) -> None:
+        self._servers: list[asyncio.AbstractServer] = []
+        self._files: list[SocketFile] = []
+
+    async def listen(self, text: str, handler: Handler) -> None:
+        """Listen on the address ``text`` (socket files get mode 0600)."""
+        from kuasar import transport
+        from kuasar.transport.unix import SocketFile
+
+        address = parse_address(text)
+        self._servers.append(await transport.listen(address, handler, mode=0o600))
+        if isinstance(address, UnixAddress) and not address.abstract:
+            self._files.append(SocketFile(address.path))
+
+    def close(self) -> None:
+        """Stop accepting, then remove each socket file that is still the one bound here."""
+        for server in self._servers:
+            server.close()
+        for file in self._files:
+            try:
+                if file.remove():
+                    log.debug("removed %s", file.path)
+            except OSError as exc:
+                log.warning("cannot remove %s: %s", file.path, exc)
+
+
 async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> int:
-    from kuasar import transport, ttrpc
+    from kuasar import ttrpc
     from kuasar.agent.services import AgentServices
 
     cmdline = read_cmdline(args.cmdline)
@@ -100,7 +132,7 @@ async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> i
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
 
-    listeners: list[asyncio.AbstractServer] = []
+    listeners = _Listeners()
     servers: list[ttrpc.Server] = []
     services: AgentServices | None = None
     consoles: ConsoleSessions | None = None
@@ -117,13 +149,11 @@ async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> i
             )
             server = ttrpc.Server(services.handlers, limits=limits)
             servers.append(server)
-            listeners.append(
-                await transport.listen(parse_address(args.api), server.handle_connection, mode=0o600)
-            )
+            await listeners.listen(args.api, server.handle_connection)
             log.info("agent API on %s", args.api)
         if debug_console:
             consoles = ConsoleSessions(shell=shell, limits=limits)
-            listeners.append(await transport.listen(parse_address(args.console), consoles.handle, mode=0o600))
+            await listeners.listen(args.console, consoles.handle)
             log.info("debug console on %s (shell %s)", args.console, shell)
         if os.getpid() == 1:
             reaper = OrphanReaper(_owned_by(services), limits=limits)
@@ -138,8 +168,7 @@ async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> i
     finally:
         if reaper is not None:
             reaper.stop()
-        for listener in listeners:
-            listener.close()
+        listeners.close()
         if consoles is not None:
             await consoles.close()
         for server in servers:

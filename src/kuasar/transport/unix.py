@@ -100,12 +100,44 @@ def _remove_stale(path: str) -> None:
         os.unlink(path)
 
 
+class SocketFile:
+    """The socket file a UNIX listener bound, remembered so that it can be removed at shutdown.
+
+    :meth:`remove` unlinks the path only while it is still *this* socket (same device and inode):
+    a file someone else created there since (a successor's socket) is left alone.
+
+    Args:
+        path: the bound socket's path.
+
+    Raises:
+        OSError: ``path`` cannot be examined.
+    """
+
+    def __init__(self, path: str) -> None:
+        st = os.lstat(path)
+        self.path = path
+        self._identity = (st.st_dev, st.st_ino)
+
+    def remove(self) -> bool:
+        """Unlink the socket file if it is still ours; True when it was removed."""
+        try:
+            st = os.lstat(self.path)
+            if not stat.S_ISSOCK(st.st_mode) or (st.st_dev, st.st_ino) != self._identity:
+                return False
+            os.unlink(self.path)
+        except FileNotFoundError:
+            return False
+        return True
+
+
 async def listen(address: UnixAddress, handler: Handler, *, mode: int | None = None) -> asyncio.Server:
     """Serve ``handler`` on a UNIX socket.
 
     A stale socket file at the path (one nobody accepts on) is removed first; a live one, or a
     non-socket file, is an error. ``mode`` is applied to the socket file right after ``bind``
     (put sockets that need privacy in a private directory: there is a short window before chmod).
+    The file stays after the server closes: remove it with a :class:`SocketFile` taken right
+    after ``listen``.
 
     Raises:
         TransportError: the path cannot be bound.
