@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kuasar.errors import UsageError
+from kuasar.errors import ConnectionClosed, UsageError
 
 EXEC_HEADER = b"KSR_MODE exec\n"
 START_MARKER = b"__KSR_START__"
@@ -330,6 +330,19 @@ class MarkerStripper:
         return out
 
 
+@dataclass(frozen=True, slots=True)
+class SessionResult:
+    """How a console session ended.
+
+    Attributes:
+        exit_status: the remote command's status from the exit marker, or None (detach).
+        detached: the user pressed the escape key.
+    """
+
+    exit_status: int | None
+    detached: bool = False
+
+
 class ConsoleExec:
     """One command over a debug console, as a state machine with no IO (h11's ``Connection`` shape).
 
@@ -410,6 +423,18 @@ class ConsoleExec:
     def input_backlog(self) -> int:
         """Bytes queued and not yet handed out (a driver stops reading stdin while this is large)."""
         return len(self._pending)
+
+    def closed_error(self) -> ConnectionClosed:
+        """The error for a console that ended before the exit marker (drivers raise it)."""
+        if self.started:
+            return ConnectionClosed(
+                "the debug console closed before the command finished (no exit status received)",
+                hints=["The guest may have stopped or its shell was killed; `kuasarctl ps` shows its state."],
+            )
+        return ConnectionClosed(
+            "the debug console closed before the command started",
+            hints=["The console's shell may not be sh-compatible, or it exited at once."],
+        )
 
     def data_to_send(self) -> bytes:
         """Queued input that may go out now."""

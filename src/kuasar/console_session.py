@@ -11,27 +11,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 
-from kuasar.console import ConsoleExec
+from kuasar.console import ConsoleExec, SessionResult
 from kuasar.errors import ConnectionClosed
 
 READ_CHUNK = 64 * 1024
 
 OutputSink = Callable[[bytes], Awaitable[None]]
 
-
-@dataclass(frozen=True, slots=True)
-class SessionResult:
-    """How a console session ended.
-
-    Attributes:
-        exit_status: the remote command's status from the exit marker, or None (detach).
-        detached: the user pressed the escape key.
-    """
-
-    exit_status: int | None
-    detached: bool = False
+__all__ = ["OutputSink", "SessionResult", "run"]
 
 
 async def _forward_input(
@@ -113,14 +101,5 @@ async def run(
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, ConnectionClosed):
                 await forward
     if core.exit_status is None:
-        raise ConnectionClosed(
-            "the debug console closed before the command finished (no exit status received)"
-            if core.started
-            else "the debug console closed before the command started",
-            hints=[
-                "The guest may have stopped or its shell was killed; `kuasarctl ps` shows its state."
-                if core.started
-                else "The console's shell may not be sh-compatible, or it exited at once."
-            ],
-        )
+        raise core.closed_error()
     return SessionResult(core.exit_status)

@@ -61,7 +61,8 @@ LAYERS: dict[str, Layer] = {
     # Host side of the debug console: it serves guests with no agent API, so no ttrpc, no protobuf
     # (kuasarctl exec --console's fast path, issue 8 item 20).
     "console": Layer(
-        ("kuasar.console", "kuasar.console_session"), ("leaf", "bottom", "transport", "console")
+        ("kuasar.console", "kuasar.console_session", "kuasar.console_sync"),
+        ("leaf", "bottom", "transport", "console"),
     ),
     # The host's guest session (§3b): which path reaches the guest (agent API, console) and why not.
     "guest": Layer(
@@ -69,9 +70,13 @@ LAYERS: dict[str, Layer] = {
     ),
     # The guest agent: never the host's guest/console session, sandbox or ctl.
     "agent": Layer(("kuasar.agent",), (*_BELOW_GUEST, "agent")),
+    # VMMs (§3b): the virtio-vsock device over vhost-user, launchers; the sandbox layer drives them.
+    "vmm": Layer(("kuasar.vmm",), ("leaf", "bottom", "transport", "vmm")),
     # Sandbox internals only kuasar.sandbox reaches: ctl goes through discovery, local and state.
     "supervisor": Layer(("kuasar.sandbox.supervisor",), ("leaf", "bottom", "transport")),
-    "sandbox": Layer(("kuasar.sandbox",), (*_BELOW_GUEST, "console", "guest", "supervisor", "sandbox")),
+    "sandbox": Layer(
+        ("kuasar.sandbox",), (*_BELOW_GUEST, "console", "guest", "supervisor", "vmm", "sandbox")
+    ),
     # The CLI on top: everything except the guest agent and the sandbox internals.
     "ctl": Layer(("kuasar.ctl",), (*_BELOW_GUEST, "console", "guest", "sandbox", "ctl")),
 }

@@ -2,8 +2,9 @@
 
 Layer contract: ``kuasar.ctl`` only; termios/tty/signal. ``raw_terminal`` restores the saved
 settings on every exit path: normal return, exception, cancellation, and SIGTERM/SIGHUP/SIGQUIT
-(loop signal handlers cancel the session's task, so its ``finally`` blocks run, and it ends as
-:class:`Terminated`, exit 128+N). A session that ends abnormally also resets the screen.
+(inside an event loop, loop signal handlers cancel the session's task; under a blocking driver a
+``signal.signal`` handler raises in the main thread; either way every ``finally`` runs and it ends
+as :class:`Terminated`, exit 128+N). A session that ends abnormally also resets the screen.
 """
 
 from __future__ import annotations
@@ -99,20 +100,21 @@ def raw_terminal(fd: int) -> Iterator[Screen]:
     block (so every ``finally`` runs) and leave it as :class:`Terminated`. When the block ends by
     an exception the screen is reset too: the remote program had no chance to.
     """
-    import asyncio
-
     saved = termios.tcgetattr(fd)
     screen = Screen(sys.stdout.fileno() if os.isatty(sys.stdout.fileno()) else fd)
     loop, task = _running_task()
+    previous = {}
     if loop is not None and task is not None:
         for signum in _ENDING_SIGNALS:
             loop.add_signal_handler(signum, _cancel_for, screen, task, signum)
+    else:  # a blocking driver: the handler raises where the main thread is
+        previous = {signum: signal.signal(signum, _raise_terminated) for signum in _ENDING_SIGNALS}
     try:
         tty.setraw(fd, termios.TCSANOW)
         yield screen
-    except BaseException:
+    except BaseException as exc:
         screen.reset()
-        if screen.signum is not None and isinstance(sys.exc_info()[1], asyncio.CancelledError):
+        if screen.signum is not None and type(exc).__name__ == "CancelledError":
             raise Terminated(screen.signum) from None
         raise
     finally:
@@ -120,10 +122,18 @@ def raw_terminal(fd: int) -> Iterator[Screen]:
         if loop is not None:
             for signum in _ENDING_SIGNALS:
                 loop.remove_signal_handler(signum)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         sys.stdout.flush()
 
 
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def _running_task() -> tuple[Any, Any]:
+    if "asyncio" not in sys.modules:  # a blocking driver never loaded it: no loop can be running
+        return None, None
     import asyncio
 
     try:

@@ -15,15 +15,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from kuasar.session._probe import ExecPath, GuestKind
+from kuasar.session._target import GuestTarget
 
 if TYPE_CHECKING:
-    from kuasar.session._async import GuestTarget, Session, identify
+    from kuasar.session._async import Session, identify
 
 __all__ = ["ExecPath", "GuestKind", "GuestTarget", "Session", "identify"]
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("GuestTarget", "Session", "identify"):
+    if name in ("Session", "identify"):
         from kuasar.session import _async
 
         return getattr(_async, name)

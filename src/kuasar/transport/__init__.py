@@ -19,20 +19,25 @@ address                       dial                                listen
 
 from __future__ import annotations
 
-import asyncio
 import importlib
-from collections.abc import Awaitable, Callable
 from types import ModuleType
+from typing import TYPE_CHECKING
 
 from kuasar.address import Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import UsageError
-from kuasar.transport import hvsock, unix, vsock
 
-__all__ = ["Handler", "dial", "hvsock", "listen", "unix", "vsock"]
+if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Awaitable, Callable
 
-#: A connection handler, as ``asyncio.start_server`` takes it.
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+    #: A connection handler, as ``asyncio.start_server`` takes it.
+    Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+__all__ = ["blocking", "dial", "hvsock", "hvsock_server", "listen", "unix", "vsock"]
+#: Submodules loaded on first use, so ``kuasar.transport.blocking`` (and the sans-IO handshake)
+#: import no asyncio.
+_LAZY = ("blocking", "hvsock", "hvsock_server", "unix", "vsock")
 
 
 async def dial(
@@ -56,6 +61,8 @@ async def dial(
         HandshakeError: the hybrid vsock handshake failed (names the socket, port and reply).
         UsageError: dialing ``vsock://-1:PORT`` (CID any).
     """
+    from kuasar.transport import hvsock, unix, vsock
+
     timeout = limits.connect_timeout if connect_timeout is None else connect_timeout
     if isinstance(address, HvsockAddress):
         return await hvsock.dial(address, limits=limits, connect_timeout=timeout, retry=retry)
@@ -88,6 +95,8 @@ async def listen(
         UsageError: ``hvsock://`` (only a VMM listens there; see :mod:`.hvsock_server`).
         TransportError: the address cannot be bound (in use, not permitted, no AF_VSOCK).
     """
+    from kuasar.transport import unix, vsock
+
     del limits
     if isinstance(address, HvsockAddress):
         raise UsageError(
@@ -102,7 +111,6 @@ async def listen(
 
 
 def __getattr__(name: str) -> ModuleType:
-    # ``transport.hvsock_server`` without importing the server on the client's (exec) path.
-    if name == "hvsock_server":
-        return importlib.import_module("kuasar.transport.hvsock_server")
+    if name in _LAZY:
+        return importlib.import_module(f"kuasar.transport.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ Modes (as the original kuasarctl and docker exec)::
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -37,8 +38,9 @@ from kuasar.errors import DeadlineExceeded, KuasarError, UsageError
 
 if TYPE_CHECKING:
     from asyncio import Event, StreamReader, StreamWriter
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Coroutine
 
+    from kuasar.console import ConsoleExec
     from kuasar.guest import Guest
     from kuasar.remote_process import RemoteProcess
     from kuasar.session import ExecPath, GuestTarget, Session
@@ -161,7 +163,9 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-async def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+    """Check the arguments, then run: ``--console`` on the blocking driver (no asyncio, no
+    protobuf), everything else in the event loop (``kuasar.ctl.main`` runs the coroutine)."""
     from kuasar.ctl import terminal
 
     command: list[str] = list(args.command)
@@ -182,20 +186,87 @@ async def run(args: argparse.Namespace) -> int:
     env = _parse_env(args.env)
     check_user_spec(args.user)
     if args.all:
-        return await fanout.run_all(args, command, env)
+        return fanout.run_all(args, command, env)
     api_only = [
         flag
         for flag, value in (("-u", args.user), ("--container", args.container), ("--tty", args.force_tty))
         if value
     ]
     target = _target(args)
+    if args.console:
+        return _run_console_blocking(args, target, command, env, escape)
+    return _run_async(args, target, command=command, env=env, escape=escape, api_only=api_only)
+
+
+async def _run_async(args: argparse.Namespace, target: GuestTarget, **options: Any) -> int:
     try:
         async with _deadline(args.timeout):
-            return await _dispatch(args, target, command=command, env=env, escape=escape, api_only=api_only)
+            return await _dispatch(args, target, **options)
     except TimeoutError as exc:
         if isinstance(exc, DeadlineExceeded):
             raise
         raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
+
+
+def _console_core(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> ConsoleExec:
+    """The console command: an interactive one with the client's terminal, or a one-shot one."""
+    from kuasar.console import DEFAULT_SHELL, ConsoleExec, StdinMode, TerminalSetup, command_argv
+    from kuasar.ctl import terminal
+
+    if args.interactive and args.tty:
+        rows, cols = terminal.window_size(sys.stdin.fileno())
+        return ConsoleExec(
+            command_argv(command) if command else DEFAULT_SHELL,
+            stdin=StdinMode.TERMINAL,
+            env=env,
+            cwd=args.workdir,
+            terminal=TerminalSetup(rows, cols, os.environ.get("TERM", "")),
+        )
+    stdin = StdinMode.DATA if args.interactive else StdinMode.NONE
+    return ConsoleExec(command_argv(command), stdin=stdin, env=env, cwd=args.workdir)
+
+
+def _run_console_blocking(
+    args: argparse.Namespace, target: GuestTarget, command: list[str], env: dict[str, str], escape: int | None
+) -> int:
+    """``exec --console`` on the blocking driver: one connection, no probe, no event loop."""
+    import time
+
+    from kuasar import console_sync
+    from kuasar.ctl import terminal
+    from kuasar.ctl.main import exit_code_for
+    from kuasar.errors import TransportError
+    from kuasar.session._diagnose import unreachable
+    from kuasar.transport import blocking
+
+    core = _console_core(args, command, env)
+    started = time.monotonic()
+    deadline = started + args.timeout if args.timeout else None
+    budget = args.connect_timeout if deadline is None else min(args.connect_timeout, args.timeout)
+    try:
+        sock = blocking.dial(target.console, connect_timeout=budget)
+    except TransportError as exc:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
+        port = getattr(target.console, "port", CONSOLE_PORT)
+        raise unreachable(target.label, None, exc, (0, port)) from exc
+    stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
+    try:
+        run = functools.partial(console_sync.run, sock, core, output_fd=stdout_fd, deadline=deadline)
+        if args.interactive and args.tty:
+            with terminal.raw_terminal(stdin_fd) as screen:
+                result = run(input_fd=stdin_fd, escape=escape)
+                if result.detached:
+                    screen.reset()
+        else:
+            result = run(input_fd=stdin_fd if args.interactive else None)
+    except DeadlineExceeded:
+        raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
+    finally:
+        sock.close()
+    if result.detached:
+        sys.stderr.write("\r\n[detached]\r\n")
+    return exit_code_for(exit_status=result.exit_status)
 
 
 async def _dispatch(
@@ -208,14 +279,9 @@ async def _dispatch(
     api_only: list[str],
 ) -> int:
     """Open the guest session and run the command by the path the guest has (or the one forced)."""
-    from kuasar.session import ExecPath, GuestKind, Session
+    from kuasar.session import ExecPath, Session
 
     forced = _forced_path(args)
-    # --console skips the probe altogether (its fast path imports no protobuf).
-    if forced is ExecPath.CONSOLE:
-        session = Session(target, GuestKind.NONE)
-        streams = await session.open_console(connect_timeout=args.connect_timeout)
-        return await _run_console(args, streams, command, env, escape)
     if forced is None and args.port is not None and not api_only:
         forced = ExecPath.CONSOLE  # -p names a debug console port: it means the console
     async with await Session.open(target) as session:
@@ -302,25 +368,12 @@ async def _run_console(
     escape: int | None,
 ) -> int:
     from kuasar import console_session
-    from kuasar.console import DEFAULT_SHELL, ConsoleExec, StdinMode, TerminalSetup, command_argv
     from kuasar.ctl import stdio, terminal
     from kuasar.ctl.main import exit_code_for
 
     interactive_tty = args.interactive and args.tty
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
-    if interactive_tty:
-        rows, cols = terminal.window_size(stdin_fd)
-        setup = TerminalSetup(rows, cols, os.environ.get("TERM", ""))
-        core = ConsoleExec(
-            command_argv(command) if command else DEFAULT_SHELL,
-            stdin=StdinMode.TERMINAL,
-            env=env,
-            cwd=args.workdir,
-            terminal=setup,
-        )
-    else:
-        stdin = StdinMode.DATA if args.interactive else StdinMode.NONE
-        core = ConsoleExec(command_argv(command), stdin=stdin, env=env, cwd=args.workdir)
+    core = _console_core(args, command, env)
     out = stdio.FdWriter(stdout_fd)
     source = stdio.read_chunks(stdin_fd) if args.interactive else None
     reader, writer = streams

@@ -1,0 +1,160 @@
+"""The blocking driver of a debug-console exec, for one-shot CLI runs: ``selectors`` over the
+console socket and raw fds; every protocol rule is in the sans-IO :class:`kuasar.console.ConsoleExec`.
+
+Layer contract: beside :mod:`kuasar.console_session` (the asyncio driver); stdlib ``selectors``,
+``socket``, ``os`` and ``kuasar.console``. No asyncio, no logging, no protobuf. Output goes to an fd
+as it arrives (one write per read); input is read from an fd only once the command has started,
+and not while more than :data:`INPUT_HIGH_WATER` bytes wait for the console.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import socket
+import time
+
+from kuasar.console import ConsoleExec, SessionResult
+from kuasar.errors import ConnectionClosed, DeadlineExceeded
+
+READ_CHUNK = 256 * 1024
+#: Queued input above which stdin is not read until the console has taken some.
+INPUT_HIGH_WATER = 1024 * 1024
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to a blocking ``fd``."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Relay:
+    def __init__(self, sock: socket.socket, core: ConsoleExec, output_fd: int) -> None:
+        self.sock = sock
+        self.core = core
+        self.output_fd = output_fd
+        self.pending = bytearray()
+        self.selector = selectors.DefaultSelector()
+        self.input_fd: int | None = None
+        self.input_open = False
+        #: stdin cannot be polled (a regular file, /dev/null): it is always ready.
+        self.input_always_ready = False
+
+    def queue(self, data: bytes) -> None:
+        self.pending += data
+        self._interest()
+
+    def _interest(self) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending else 0)
+        self.selector.modify(self.sock, events)
+        if self.input_fd is not None:
+            wanted = self.input_open and self.core.started and len(self.pending) < INPUT_HIGH_WATER
+            registered = self.input_fd in self.selector.get_map()
+            if wanted and not registered and not self.input_always_ready:
+                try:
+                    self.selector.register(self.input_fd, selectors.EVENT_READ)
+                except PermissionError:  # epoll refuses regular files: they never block
+                    self.input_always_ready = True
+            elif registered and not wanted:
+                self.selector.unregister(self.input_fd)
+
+    def input_ready_now(self) -> bool:
+        """stdin is a file that is read without polling, and input is wanted now."""
+        return (
+            self.input_always_ready
+            and self.input_open
+            and self.core.started
+            and len(self.pending) < INPUT_HIGH_WATER
+        )
+
+    def on_socket(self, events: int) -> None:
+        if events & selectors.EVENT_WRITE and self.pending:
+            try:
+                sent = self.sock.send(self.pending)
+            except BlockingIOError:
+                sent = 0
+            except OSError as exc:
+                raise ConnectionClosed(
+                    f"the debug console connection failed: {exc.strerror or exc}"
+                ) from None
+            del self.pending[:sent]
+        if events & selectors.EVENT_READ:
+            try:
+                data = self.sock.recv(READ_CHUNK)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            out = self.core.receive_data(data) if data else self.core.receive_eof()
+            if out:
+                write_all(self.output_fd, out)
+            self.queue(self.core.data_to_send())
+        else:
+            self._interest()
+
+    def on_input(self, escape: int | None) -> bool:
+        """Read stdin once; True when the user pressed the escape key."""
+        assert self.input_fd is not None
+        chunk = os.read(self.input_fd, READ_CHUNK)
+        if not chunk:
+            self.input_open = False
+            self.core.send_eof()
+        elif escape is not None and escape in chunk:
+            self.core.send_input(chunk[: chunk.index(escape)])
+            self.queue(self.core.data_to_send())
+            return True
+        else:
+            self.core.send_input(chunk)
+        self.queue(self.core.data_to_send())
+        return False
+
+
+def run(
+    sock: socket.socket,
+    core: ConsoleExec,
+    *,
+    output_fd: int,
+    input_fd: int | None = None,
+    escape: int | None = None,
+    deadline: float | None = None,
+) -> SessionResult:
+    """Run ``core``'s command over the connected console ``sock`` (closed by the caller).
+
+    Args:
+        sock: the console connection, handshake done.
+        core: the command, not yet initiated.
+        output_fd: where the command's output goes.
+        input_fd: stdin to relay (read only once the command has started), or ``None``.
+        escape: the detach byte on ``input_fd`` (interactive sessions).
+        deadline: a ``time.monotonic()`` bound on the whole run.
+
+    Raises:
+        ConnectionClosed: the console closed before the exit marker arrived.
+        DeadlineExceeded: ``deadline`` passed.
+    """
+    sock.setblocking(False)
+    relay = _Relay(sock, core, output_fd)
+    relay.selector.register(sock, selectors.EVENT_READ)
+    relay.input_fd = input_fd
+    relay.input_open = input_fd is not None
+    relay.queue(core.initiate())
+    try:
+        while not core.finished:
+            timeout = None if deadline is None else deadline - time.monotonic()
+            if timeout is not None and timeout <= 0:
+                raise DeadlineExceeded("timed out")
+            if relay.input_ready_now():
+                timeout = 0
+                if relay.on_input(escape):
+                    return SessionResult(None, detached=True)
+            for key, events in relay.selector.select(timeout):
+                if key.fileobj is sock:
+                    relay.on_socket(events)
+                elif relay.on_input(escape):
+                    return SessionResult(None, detached=True)
+    finally:
+        relay.selector.close()
+    if core.exit_status is None:
+        raise core.closed_error()
+    return SessionResult(core.exit_status)

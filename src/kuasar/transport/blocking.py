@@ -1,0 +1,135 @@
+"""Blocking dial for one-shot CLI paths: a connected ``socket.socket``, handshake done, no asyncio.
+
+Layer contract: the blocking driver beside the asyncio one (:mod:`kuasar.transport.hvsock`,
+:mod:`kuasar.transport.unix`, :mod:`kuasar.transport.vsock`); the hybrid vsock rules (reply reader,
+lines, retry schedule, error texts) come from the sans-IO :mod:`kuasar.transport._handshake`, and
+``OSError`` maps through :mod:`kuasar.transport._errors`, so both drivers fail with the same errors.
+Imports no asyncio (``kuasarctl exec``'s fast path).
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from kuasar import _log
+from kuasar.address import VMADDR_CID_ANY, Address, HvsockAddress, UnixAddress, VsockAddress
+from kuasar.config import DEFAULT_LIMITS, Limits
+from kuasar.errors import ConnectError, HandshakeError, UsageError
+from kuasar.transport._errors import map_exceptions
+from kuasar.transport._handshake import (
+    Backoff,
+    ClosedBeforeOK,
+    HandshakeReader,
+    closed_error,
+    format_connect,
+    handshake_error,
+    parse_ok_line,
+    port_hints,
+    silent_error,
+)
+
+
+def dial(
+    address: Address,
+    *,
+    limits: Limits = DEFAULT_LIMITS,
+    connect_timeout: float | None = None,
+    retry: bool = True,
+) -> socket.socket:
+    """Connect to ``address`` and return a blocking socket (no timeout set), handshake done.
+
+    Same contract as :func:`kuasar.transport.dial`: nothing past the ``OK`` line is consumed.
+
+    Raises:
+        ConnectError, HandshakeError, UsageError: as the asyncio ``dial``.
+    """
+    budget = limits.connect_timeout if connect_timeout is None else connect_timeout
+    if isinstance(address, HvsockAddress):
+        return _dial_hvsock(address, limits, budget, retry)
+    if isinstance(address, UnixAddress):
+        return _connect(
+            socket.AF_UNIX, address.sockaddr, "@" + address.path if address.abstract else address.path, budget
+        )
+    if isinstance(address, VsockAddress):
+        if address.cid == VMADDR_CID_ANY:
+            raise UsageError(f"cannot dial {address}: CID -1/any only makes sense to listen")
+        family = getattr(socket, "AF_VSOCK", None)
+        if family is None:
+            raise ConnectError(f"cannot connect on {address}: this Python has no AF_VSOCK support")
+        return _connect(family, (address.cid, address.port), str(address), budget)
+    raise UsageError(f"cannot dial {address!r}: unknown address type")
+
+
+def _connect(family: int, sockaddr: object, target: str, budget: float) -> socket.socket:
+    with map_exceptions(target):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        with map_exceptions(target):
+            sock.settimeout(max(budget, 0.001))
+            try:
+                sock.connect(sockaddr)  # type: ignore[arg-type]
+            except TimeoutError:
+                raise ConnectError(f"timed out connecting to {target} after {budget:g} s") from None
+            sock.settimeout(None)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: bool) -> socket.socket:
+    deadline = time.monotonic() + budget
+    backoff = Backoff(deadline)
+    while True:
+        sock = _connect(socket.AF_UNIX, address.path, address.path, max(deadline - time.monotonic(), 0.001))
+        reply = HandshakeReader(limits.handshake_line)
+        try:
+            host_port = _handshake(sock, address, reply, deadline)
+        except ClosedBeforeOK as exc:
+            sock.close()
+            _log.trace("CONNECT %d -> %s (%s)", address.port, exc.reason, address.path)
+            delay = backoff.next_delay(time.monotonic(), retry=retry)
+            if delay is None:
+                raise closed_error(address, exc.reason, exc.received, backoff.attempts, budget) from None
+            time.sleep(delay)
+            continue
+        except TimeoutError:
+            sock.close()
+            raise silent_error(address, reply.received, budget) from None
+        except BaseException:
+            sock.close()
+            raise
+        _log.trace(
+            "CONNECT %d -> OK%s (%s)",
+            address.port,
+            "" if host_port is None else f" {host_port}",
+            address.path,
+        )
+        sock.settimeout(None)
+        return sock
+
+
+def _handshake(
+    sock: socket.socket, address: HvsockAddress, reader: HandshakeReader, deadline: float
+) -> int | None:
+    """Send CONNECT and read the reply byte by byte, bounded by ``deadline`` (``TimeoutError``)."""
+    try:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        sock.sendall(format_connect(address.port))
+        while True:
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            byte = sock.recv(1)
+            if not byte:
+                raise ClosedBeforeOK(reader.received, "connection closed before OK")
+            line, _ = reader.feed(byte)
+            if line is not None:
+                return parse_ok_line(reader.received)
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise ClosedBeforeOK(reader.received, f"connection reset before OK ({exc.strerror})") from exc
+    except HandshakeError as exc:
+        raise handshake_error(address, exc.message, port_hints(address.port)) from exc
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise handshake_error(address, f"{exc.strerror or exc}", port_hints(address.port)) from exc
