@@ -25,7 +25,7 @@ from typing import Any
 
 from kuasar._log import ContextAdapter, get_logger
 from kuasar.agent.console_header import HeaderDecision, HeaderSniffer
-from kuasar.agent.process import DEFAULT_PATH, Process
+from kuasar.agent.process import DEFAULT_PATH, Process, default_home
 from kuasar.agent.pty import PtyMode
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import KuasarError
@@ -69,11 +69,11 @@ def shell_argv(shell: str, exec_mode: bool) -> list[str]:
     return [shell]
 
 
-def _shell_env(exec_mode: bool) -> dict[str, str]:
+def _shell_env(exec_mode: bool, home: str) -> dict[str, str]:
     env = {
         "PATH": os.environ.get("PATH") or DEFAULT_PATH,
         "TERM": os.environ.get("TERM") or "xterm",
-        "HOME": os.environ.get("HOME") or "/root",
+        "HOME": home,
         "XDG_RUNTIME_DIR": "/run",
     }
     if exec_mode:
@@ -82,11 +82,12 @@ def _shell_env(exec_mode: bool) -> dict[str, str]:
     return env
 
 
-async def _start_shell(shell: str, exec_mode: bool, limits: Limits) -> Process:
+async def _start_shell(shell: str, exec_mode: bool, home: str, limits: Limits) -> Process:
     """The shell, a session leader on a new PTY: transparent and silent in exec mode."""
     mode = PtyMode(echo=not exec_mode, opost=not exec_mode, raw_input=exec_mode)
     argv = shell_argv(pick_shell(shell), exec_mode)
-    return await Process.start(argv, tty=True, mode=mode, env=_shell_env(exec_mode), cwd="/", limits=limits)
+    env = _shell_env(exec_mode, home)
+    return await Process.start(argv, tty=True, mode=mode, env=env, cwd="/", limits=limits)
 
 
 async def _client_to_pty(reader: asyncio.StreamReader, process: Process) -> None:
@@ -99,6 +100,7 @@ async def serve_console(
     writer: asyncio.StreamWriter,
     *,
     shell: str = "/bin/bash",
+    home: str | None = None,
     limits: Limits = DEFAULT_LIMITS,
 ) -> None:
     """Serve one debug-console connection until either side ends.
@@ -112,6 +114,8 @@ async def serve_console(
         reader: the connection's input.
         writer: the connection's output; closed on return.
         shell: the preferred shell (``task.debug_shell``); ``/bin/sh`` when it is not executable.
+        home: the shell's HOME (``None``: the agent's own, else ``/root``); a local sandbox gives
+            a directory of its own, so the host's ``~/.bashrc`` is not read.
         limits: ``console_sniff``, ``console_header`` and ``shutdown_grace`` are used here, and
             passed on to the shell's :class:`~kuasar.agent.process.Process`.
     """
@@ -121,7 +125,7 @@ async def serve_console(
     process: Process | None = None
     try:
         exec_mode, replay = await sniff_header(reader, limits)
-        process = await _start_shell(shell, exec_mode, limits)
+        process = await _start_shell(shell, exec_mode, home or default_home(), limits)
         clog.info("shell %d started (%s mode)", process.pid, "exec" if exec_mode else "interactive")
         if replay:
             await process.write_stdin(replay)
@@ -204,11 +208,15 @@ class ConsoleSessions:
 
     Args:
         shell: passed to ``serve_console``.
+        home: passed to ``serve_console``.
         limits: passed to ``serve_console``; ``shutdown_grace`` bounds ``close``.
     """
 
-    def __init__(self, *, shell: str = "/bin/bash", limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self, *, shell: str = "/bin/bash", home: str | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> None:
         self.shell = shell
+        self.home = home
         self.limits = limits
         self._sessions: set[asyncio.Task[None]] = set()
 
@@ -219,7 +227,9 @@ class ConsoleSessions:
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Start serving one connection (see ``serve_console``) in a session task; returns at once."""
-        session = asyncio.ensure_future(serve_console(reader, writer, shell=self.shell, limits=self.limits))
+        session = asyncio.ensure_future(
+            serve_console(reader, writer, shell=self.shell, home=self.home, limits=self.limits)
+        )
         self._sessions.add(session)
         session.add_done_callback(self._ended)
 

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--hostname", help="set the (UTS namespace's) hostname")
     parser.add_argument(
+        "--home",
+        metavar="DIR",
+        help="HOME of the console's shells and of commands run without a user (default: $HOME or /root)",
+    )
+    parser.add_argument(
         "--cmdline", default="/proc/cmdline", metavar="FILE", help="kernel command line to read"
     )
     parser.add_argument("--log-level", help="debug, info, warning, error (default task.log_level or info)")
@@ -145,14 +150,14 @@ async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> i
                 log.warning("cannot set hostname %r: %s", args.hostname, exc)
         if args.agent_api:
             services = AgentServices(
-                args.state_dir, vm_guest=os.getpid() == 1 and not args.isolate, limits=limits
+                args.state_dir, vm_guest=os.getpid() == 1 and not args.isolate, limits=limits, home=args.home
             )
             server = ttrpc.Server(services.handlers, limits=limits)
             servers.append(server)
             await listeners.listen(args.api, server.handle_connection)
             log.info("agent API on %s", args.api)
         if debug_console:
-            consoles = ConsoleSessions(shell=shell, limits=limits)
+            consoles = ConsoleSessions(shell=shell, home=args.home, limits=limits)
             await listeners.listen(args.console, consoles.handle)
             log.info("debug console on %s (shell %s)", args.console, shell)
         if os.getpid() == 1:

@@ -79,13 +79,24 @@ class ExitStatus:
         return cls(os.WEXITSTATUS(status))
 
 
-def build_env(extra: Mapping[str, str], *, tty: bool, credentials: Credentials | None) -> dict[str, str]:
-    """The default environment (PATH, HOME, and TERM on a PTY), then ``extra`` on top."""
+def default_home() -> str:
+    """The agent's own HOME, else ``/root``: the HOME of what it runs without a user by default."""
+    return os.environ.get("HOME") or "/root"
+
+
+def build_env(
+    extra: Mapping[str, str], *, tty: bool, credentials: Credentials | None, home: str | None = None
+) -> dict[str, str]:
+    """The default environment (PATH, HOME, and TERM on a PTY), then ``extra`` on top.
+
+    HOME is the user's home directory with ``credentials``, else ``home`` (``None``:
+    :func:`default_home`).
+    """
     env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH}
     if credentials is not None:
         env.update(HOME=credentials.home, USER=credentials.name, LOGNAME=credentials.name)
     else:
-        env["HOME"] = os.environ.get("HOME") or "/root"
+        env["HOME"] = home or default_home()
     if tty:
         env["TERM"] = "xterm"
     env.update(extra)
@@ -255,6 +266,7 @@ class Process:
         cwd: str = "",
         user: str = "",
         mode: PtyMode | None = None,
+        home: str | None = None,
         limits: Limits = DEFAULT_LIMITS,
     ) -> Process:
         """Start ``argv`` in a new session.
@@ -271,6 +283,7 @@ class Process:
             user: ``name``, ``uid`` or ``uid:gid`` (switching needs root).
             mode: the PTY's echo, output-processing and input flags (with ``tty``; default: a
                 terminal's usual ones).
+            home: HOME when no ``user`` is given (``None``: the agent's own, else ``/root``).
             limits: ``output_drain`` bounds :meth:`pump_output` after the exit, ``kill_timeout``
                 bounds :meth:`close`.
 
@@ -284,7 +297,7 @@ class Process:
         workdir = cwd or "/"
         if not os.path.isdir(workdir):  # noqa: ASYNC240 - one stat, before the fork
             raise RPCError(Code.INVALID_ARGUMENT, f"no such directory: {workdir!r}")
-        environment = build_env(env or {}, tty=tty, credentials=credentials)
+        environment = build_env(env or {}, tty=tty, credentials=credentials, home=home)
         stdio = _open_stdio(tty=tty, stdin=stdin, mode=mode or PtyMode(), rows=rows, cols=cols)
         try:
             popen = _popen(argv, stdio.child, environment, workdir, credentials, ctty=tty)

@@ -15,6 +15,8 @@ Directory layout (``ROOT/ID``, mode 0700)::
     vsock/1025.sock  debug console listener (guest side)
     sandbox.json     state (``kuasar.sandbox.state``): PIDs, created, options, the agent's exit
     sandbox.log      supervisor and agent logs
+    home/            HOME of the guest's shells and commands (0700, empty at start): the host
+                     user's ``~/.bashrc`` and profile are not the guest's
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
 LOG_FILE = "sandbox.log"
 SOCKET_FILE = "task.socket"
 GUEST_DIR = "vsock"
+HOME_DIR = "home"
 #: The longest start-up report line read from the agent.
 _READY_LINE_LIMIT = 1024
 
@@ -72,6 +75,8 @@ def _agent_command(directory: str, sandbox_id: str, args: argparse.Namespace, re
         str(ready_fd),
         "--state-dir",
         os.path.join(directory, "agent"),
+        "--home",
+        os.path.join(directory, HOME_DIR),
         "--exit-with-parent",
         str(os.getpid()),
         "--log-level",
@@ -136,6 +141,9 @@ async def _start_agent(
     directory: str, sandbox_id: str, args: argparse.Namespace, log_file: int, limits: Limits
 ) -> asyncio.subprocess.Process:
     os.makedirs(os.path.join(directory, GUEST_DIR), mode=0o700, exist_ok=True)
+    home = os.path.join(directory, HOME_DIR)
+    os.makedirs(home, mode=0o700, exist_ok=True)
+    os.chmod(home, 0o700)
     read_fd, write_fd = os.pipe()
     try:
         process = await asyncio.create_subprocess_exec(

@@ -25,13 +25,19 @@ class AgentServices:
     """What ``kuasar-agent`` serves: ``handlers`` (ttrpc maps), plus the resources behind them."""
 
     def __init__(
-        self, state_dir: str | None = None, *, vm_guest: bool = False, limits: Limits = DEFAULT_LIMITS
+        self,
+        state_dir: str | None = None,
+        *,
+        vm_guest: bool = False,
+        limits: Limits = DEFAULT_LIMITS,
+        home: str | None = None,
     ) -> None:
         """Args:
         state_dir: containers' runc root, state and logs live below it.
         vm_guest: the agent is PID 1 of a real VM: SandboxService may change hostname, DNS,
             network and clock. Otherwise (a local sandbox on a shared host) it only reports.
         limits: every bound of the services and the processes they start.
+        home: HOME of the commands ``Exec`` runs in the guest without a user.
         """
         base = state_dir or DEFAULT_STATE_DIR
         self.containers = ContainerManager(
@@ -45,7 +51,7 @@ class AgentServices:
         self.sandbox = SandboxServiceState(config)
         self.handlers: list[HandlerMap] = [
             ttrpc.health_handlers(),
-            exec_handlers(self.containers, limits=limits),
+            exec_handlers(self.containers, limits=limits, home=home),
             container_handlers(self.containers, limits=limits),
             sandbox_handlers(self.sandbox, limits=limits),
         ]

@@ -226,7 +226,9 @@ async def _first_start(stream: ttrpc.ServerStream, limits: Limits) -> ExecReques
     return request
 
 
-async def _spawn(request: ExecRequest, executor: ContainerExecutor | None, limits: Limits) -> Process:
+async def _spawn(
+    request: ExecRequest, executor: ContainerExecutor | None, limits: Limits, home: str | None
+) -> Process:
     options: dict[str, Any] = {
         "tty": request.tty,
         "rows": request.rows,
@@ -237,7 +239,7 @@ async def _spawn(request: ExecRequest, executor: ContainerExecutor | None, limit
         "user": request.user,
     }
     if not request.container_id:
-        return await Process.start(request.argv, limits=limits, **options)
+        return await Process.start(request.argv, home=home, limits=limits, **options)
     if executor is None:
         raise RPCError(Code.FAILED_PRECONDITION, "containers are not supported by this agent")
     return await executor.start_exec(request.container_id, request.argv, **options)
@@ -270,6 +272,7 @@ def exec_handlers(
     *,
     limits: Limits = DEFAULT_LIMITS,
     agent_version: str = kuasar.__version__,
+    home: str | None = None,
 ) -> dict[tuple[str, str], ttrpc.Handler]:
     """Handlers for ``kuasar.agent.v1.Agent`` ``Ping``, ``GetSystemInfo`` and ``Exec``.
 
@@ -279,6 +282,8 @@ def exec_handlers(
         limits: output chunks stay under ``limits.max_message``; ``exec_start_timeout`` bounds the
             wait for ``start``; passed on to each :class:`~kuasar.agent.process.Process`.
         agent_version: reported by ``Ping`` and ``GetSystemInfo``.
+        home: HOME of a command run in the guest without a user (``None``: the agent's own, else
+            ``/root``); commands in containers get their container's.
     """
     chunk = max(1024, limits.max_message - _CHUNK_SLACK)
 
@@ -292,7 +297,7 @@ def exec_handlers(
 
     async def exec_(stream: ttrpc.ServerStream, ctx: ttrpc.CallContext) -> None:
         request = await _first_start(stream, limits)
-        process = await _spawn(request, executor, limits)
+        process = await _spawn(request, executor, limits, home)
         clog = log.child(stream=ctx.stream_id, pid=process.pid)
         clog.debug("exec %r (tty=%s, container=%r)", request.argv[0], request.tty, request.container_id)
         feeder: asyncio.Future[None] | None = None
