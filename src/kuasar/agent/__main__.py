@@ -1,13 +1,13 @@
-"""``python -m kuasar.agent``: the ``kuasar-agent`` entry point.
+"""``python -m kuasar.agent``: the ``kuasar-agent`` program.
 
-Layer contract: agent top; only calls :func:`kuasar.agent.main.main`.
+Layer contract: agent top; no code of its own. It runs :mod:`kuasar.agent.main` as ``__main__``,
+exactly as ``python -m kuasar.agent.main`` and the ``kuasar-agent`` script do, so that module's
+main guard stays the agent's one exit point.
 """
 
 from __future__ import annotations
 
-import sys
-
-from kuasar.agent.main import main
+import runpy
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runpy.run_module("kuasar.agent.main", run_name="__main__", alter_sys=True)
