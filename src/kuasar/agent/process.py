@@ -2,7 +2,7 @@
 
 Layer contract: agent side; stdlib (os, subprocess, asyncio), ``kuasar.agent.pty`` (PTY
 primitives), ``kuasar.agent.procfs``, ``kuasar.agent.users`` (who it runs as), ``kuasar._fdio``,
-``kuasar.config`` (its bounds) and ``kuasar.errors`` / ``kuasar.ttrpc.codes`` (for the statuses a
+``kuasar.config`` (its bounds) and ``kuasar.errors`` / ``kuasar.codes`` (for the statuses a
 failed start becomes). No protobuf: :mod:`kuasar.agent.services.exec` translates messages. Every
 process the agent starts for someone (an ``Exec``, a ``runc exec``, a debug-console shell) is a
 :class:`Process`.
@@ -44,9 +44,9 @@ from kuasar._log import get_logger
 from kuasar.agent.procfs import processes
 from kuasar.agent.pty import DEFAULT_COLS, DEFAULT_ROWS, PtyMode, open_pty, set_window_size
 from kuasar.agent.users import Credentials, resolve_user
+from kuasar.codes import Code
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import RPCError
-from kuasar.ttrpc.codes import Code
 
 #: Largest output chunk handed to the sink.
 CHUNK = 64 * 1024

@@ -1,7 +1,7 @@
 """Who an agent process runs as: a checked ``user`` spec resolved against the guest's passwd/group.
 
 Layer contract: agent side; stdlib (os, pwd, grp), ``kuasar.userspec`` (the spec's syntax and id
-ranges, shared with the host) and ``kuasar.errors`` / ``kuasar.ttrpc.codes`` for the statuses a bad
+ranges, shared with the host) and ``kuasar.errors`` / ``kuasar.codes`` for the statuses a bad
 spec becomes. Used by :mod:`kuasar.agent.process` and, for the early check, by the Exec service and
 ``runc exec``.
 """
@@ -14,8 +14,8 @@ import os
 import pwd
 from dataclasses import dataclass
 
+from kuasar.codes import Code
 from kuasar.errors import RPCError
-from kuasar.ttrpc.codes import Code
 from kuasar.userspec import InvalidUserSpec, UserSpec, parse_user_spec
 
 
