@@ -7,6 +7,11 @@ one of our protos importing another) to ``from kuasar.proto import X_pb2`` so th
 ``kuasar.proto.X_pb2``. ``tests/unit/test_proto_fresh.py`` calls :func:`generate` into a temporary
 directory and compares, so stale stubs fail the tests.
 
+Kata's files (``kata_*.proto``) go to a private descriptor pool, ``kuasar.proto.kata_pool.POOL``:
+Kata and Kuasar disagree on a message both declare in package ``grpc``, and one pool holds one
+definition per full name. Their stubs are rewritten to add their file there instead of to the
+default pool.
+
 Usage: ``python scripts/gen_proto.py [--out DIR]`` (default: write beside the .proto files).
 """
 
@@ -22,6 +27,12 @@ PROTO_DIR = Path(__file__).resolve().parent.parent / "src" / "kuasar" / "proto"
 
 _BARE_IMPORT = re.compile(r"^import (\w+_pb2)( as \w+)?$", re.MULTILINE)
 _PYI_BARE_IMPORT = re.compile(r"^import (\w+_pb2) as (\w+)$", re.MULTILINE)
+_DEFAULT_POOL = "DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile("
+#: Stubs of these files add themselves to ``kuasar.proto.kata_pool.POOL``.
+PRIVATE_POOL_PREFIX = "kata_"
+_PRIVATE_POOL = (
+    "from kuasar.proto import kata_pool as _kata_pool\nDESCRIPTOR = _kata_pool.POOL.AddSerializedFile("
+)
 
 
 def _well_known_include() -> Path:
@@ -46,24 +57,35 @@ def generate(out_dir: Path, proto_dir: Path = PROTO_DIR) -> list[Path]:
     if not protos:
         return []
     out_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "grpc_tools.protoc",
-        f"-I{proto_dir}",
-        f"-I{_well_known_include()}",
-        f"--python_out={out_dir}",
-        f"--pyi_out={out_dir}",
-        *protos,
-    ]
-    subprocess.run(cmd, check=True, cwd=proto_dir)
+    # One protoc run per pool: protoc, like a pool, refuses two definitions of one full name.
+    private = [name for name in protos if name.startswith(PRIVATE_POOL_PREFIX)]
+    default = [name for name in protos if not name.startswith(PRIVATE_POOL_PREFIX)]
+    for group in (default, private):
+        if not group:
+            continue
+        cmd = [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{proto_dir}",
+            f"-I{_well_known_include()}",
+            f"--python_out={out_dir}",
+            f"--pyi_out={out_dir}",
+            *group,
+        ]
+        subprocess.run(cmd, check=True, cwd=proto_dir)
     ours = {name.removesuffix(".proto") + "_pb2" for name in protos}
     written: list[Path] = []
     for name in protos:
         stem = name.removesuffix(".proto")
         for suffix in ("_pb2.py", "_pb2.pyi"):
             path = out_dir / f"{stem}{suffix}"
-            path.write_text(_fix_imports(path.read_text(), ours))
+            text = _fix_imports(path.read_text(), ours)
+            if suffix == "_pb2.py" and stem.startswith(PRIVATE_POOL_PREFIX):
+                if text.count(_DEFAULT_POOL) != 1:
+                    raise RuntimeError(f"{path.name}: protoc's pool line changed; update gen_proto.py")
+                text = text.replace(_DEFAULT_POOL, _PRIVATE_POOL)
+            path.write_text(text)
             written.append(path)
     return written
 
