@@ -8,7 +8,6 @@ import asyncio
 import logging
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ import pytest
 from kuasar.agent.console import ConsoleSessions
 from kuasar.config import TEST_LIMITS
 from kuasar.transport.hvsock_server import HvsockServer, port_directory_resolver
-from tests.functional.cli_helpers import pids_with_cmdline
+from tests.functional.cli_helpers import pids_with_cmdline, short_tmpdir
 from tests.functional.stream_helpers import close, echo
 from tests.functional.test_hvsock_server import GUEST_PORT, connect_ok, guest, read_to_end
 
@@ -25,7 +24,8 @@ GUARD = 20.0
 
 @pytest.fixture
 def sockdir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="kcan-", dir="/tmp")
+    """A short private directory with the ``vsock/`` subdirectory the port resolver reads."""
+    path = short_tmpdir("kcan")
     os.mkdir(os.path.join(path, "vsock"))
     yield path
     shutil.rmtree(path, ignore_errors=True)

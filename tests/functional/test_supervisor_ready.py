@@ -78,25 +78,23 @@ async def test_a_bad_ready_line_from_an_agent_that_keeps_running_is_an_error_in_
     assert process.returncode is None  # still running: stopping it is the caller's job
 
 
-@pytest.mark.asyncio
-async def test_a_bad_ready_line_then_an_exit_names_the_exit_status(stand_in: StandIn) -> None:
-    said, _ = await stand_in.decide("os.write(fd, b'bogus\\n'); sys.exit(3)")
-    assert said == "the agent exited during start-up (exit status 3)"
+OUTCOMES = [
+    ("os.write(fd, b'bogus\\n'); sys.exit(3)", "the agent exited during start-up (exit status 3)"),
+    (
+        "os.write(fd, b'x' * 5000); time.sleep(1000)",
+        "the agent reported 'a line over 1024 bytes' instead of ready",
+    ),
+    ("os.close(fd); time.sleep(1000)", "the agent reported 'nothing' instead of ready"),
+    ("time.sleep(1000)", "the agent did not become ready within 2 s"),
+]
 
 
 @pytest.mark.asyncio
-async def test_an_oversize_line_is_a_bad_line_not_a_crash(stand_in: StandIn) -> None:
-    said, _ = await stand_in.decide("os.write(fd, b'x' * 5000); time.sleep(1000)")
-    assert said == "the agent reported 'a line over 1024 bytes' instead of ready"
-
-
-@pytest.mark.asyncio
-async def test_a_closed_pipe_from_a_running_agent_is_an_error_in_bounded_time(stand_in: StandIn) -> None:
-    said, _ = await stand_in.decide("os.close(fd); time.sleep(1000)")
-    assert said == "the agent reported 'nothing' instead of ready"
-
-
-@pytest.mark.asyncio
-async def test_a_silent_agent_times_out(stand_in: StandIn) -> None:
-    said, _ = await stand_in.decide("time.sleep(1000)")
-    assert said == "the agent did not become ready within 2 s"
+@pytest.mark.parametrize(
+    ("code", "message"), OUTCOMES, ids=["bad-line-then-exit", "oversize-line", "closed-pipe", "silent"]
+)
+async def test_every_other_start_up_is_an_error_in_bounded_time(
+    stand_in: StandIn, code: str, message: str
+) -> None:
+    said, _ = await stand_in.decide(code)
+    assert said == message
