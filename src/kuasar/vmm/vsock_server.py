@@ -1,0 +1,482 @@
+"""The vhost-user-vsock device process: a thin ``selectors`` driver around the sans-IO cores.
+
+Layer contract: the IO half of :mod:`kuasar.vmm`: sockets, eventfds, ``selectors``; imports
+``kuasar.config``, ``kuasar.errors``, ``kuasar._log`` and this package. Every protocol rule lives in
+:mod:`.vhost_user`, :mod:`.backend`, :mod:`.virtqueue` and :mod:`.vsock_device`; this module only
+moves bytes between them and the descriptors.
+
+Why ``selectors`` and not asyncio (facts file): the front-end's messages carry descriptors
+(``recvmsg`` with ``SCM_RIGHTS``, which asyncio 3.11 streams cannot do), kicks and calls are
+eventfds, and the work per wake-up is a synchronous batch over the rings followed by one call per
+queue (facts §7). A plain loop over ready descriptors does exactly that with no task or future per
+packet. The device runs as a process of its own, like a VMM: a bad guest ring or a busy queue
+cannot stall anyone else's event loop, and it has its own GIL and core beside QEMU.
+
+Lifetime: :meth:`VsockDevice.run` serves one front-end connection (QEMU connects once, during
+device realize, and the handshake is synchronous in QEMU) and returns when it goes away; the host
+socket is removed then. A host client that vanishes mid-transfer resets its stream only; a bad ring
+stops that queue (its error eventfd is signalled) and is logged; nothing takes the process down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import struct
+import time
+from collections.abc import Callable, Sequence
+
+from kuasar import _log
+from kuasar.config import DEFAULT_LIMITS, Limits
+from kuasar.errors import KuasarError
+from kuasar.vmm._memory import MappedMemory, map_regions
+from kuasar.vmm.backend import F_INDIRECT_DESC, F_VERSION_1, Backend
+from kuasar.vmm.vhost_user import MAX_FDS, MemoryRegion, VhostUserError
+from kuasar.vmm.virtqueue import GuestMemory, RingError, Virtqueue
+from kuasar.vmm.vsock_conn import Link, State
+from kuasar.vmm.vsock_device import DEFAULT_BUF_ALLOC, Muxer
+from kuasar.vmm.vsock_packet import HEADER_SIZE
+
+__all__ = ["FEATURES", "VsockDevice", "main"]
+
+#: What the device offers (facts: no EVENT_IDX, no SEQPACKET).
+FEATURES = F_VERSION_1 | F_INDIRECT_DESC
+RX, TX = 0, 1
+_CMSG_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+_ONE = struct.pack("=Q", 1)
+
+log = _log.get_logger("kuasar.vmm.device")
+
+_Callback = Callable[[int], None]
+
+
+class VsockDevice:
+    """A vhost-user-vsock backend serving ``socket_path``, muxing the guest onto ``uds_path``.
+
+    Args:
+        socket_path: the vhost-user socket QEMU's ``-chardev socket,path=`` connects to.
+        uds_path: the hybrid vsock socket for host clients (``task.socket``); guest-initiated
+            connections to host port P go to ``<uds_path>_<P>``.
+        guest_cid: the guest's CID, answered in GET_CONFIG.
+        limits: the CONNECT line bounds.
+        buf_alloc: our receive buffer per stream.
+    """
+
+    def __init__(
+        self,
+        socket_path: str,
+        uds_path: str,
+        guest_cid: int,
+        *,
+        limits: Limits = DEFAULT_LIMITS,
+        buf_alloc: int = DEFAULT_BUF_ALLOC,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.socket_path = socket_path
+        self.uds_path = uds_path
+        self.muxer = Muxer(guest_cid, buf_alloc=buf_alloc, limits=limits)
+        self.backend = Backend(self, features=FEATURES, config=struct.pack("<Q", guest_cid), queues=2)
+        self._clock = clock
+        self._selector = selectors.DefaultSelector()
+        self._socks: dict[int, socket.socket] = {}  # link id -> host socket
+        self._shut: set[int] = set()  # link ids whose host socket was shut for writing
+        self._kicks: list[int] = []
+        self._broken: set[int] = set()  # id() of queues stopped by a ring error
+        self._frontend: socket.socket | None = None
+        self._listeners: list[socket.socket] = []
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._running = False
+        self._online = self.muxer.online = False
+
+    # ------------------------------------------------------------------ lifetime
+
+    def run(self) -> None:
+        """Listen on both sockets, serve one front-end until it disconnects, then clean up.
+
+        Raises:
+            KuasarError: a socket cannot be bound.
+        """
+        vhost = _bind(self.socket_path)
+        host = _bind(self.uds_path)
+        self._listeners = [vhost, host]
+        self._selector.register(vhost, selectors.EVENT_READ, self._accept_frontend)
+        self._selector.register(host, selectors.EVENT_READ, self._accept_host)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
+        self._running = True
+        try:
+            self._loop()
+        finally:
+            self._teardown()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return (from a signal handler or another thread)."""
+        self._running = False
+        with contextlib.suppress(OSError):
+            self._wake_w.send(b"x")
+
+    def _loop(self) -> None:
+        while self._running:
+            deadline = self.muxer.tick(self._clock())
+            timeout = None if deadline is None else max(deadline - self._clock(), 0.0)
+            for key, mask in self._selector.select(timeout):
+                callback: _Callback = key.data
+                callback(mask)
+                if not self._running:
+                    return
+            self._pump()
+
+    def _woken(self, mask: int) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_r.recv(64)
+
+    def _teardown(self) -> None:
+        self.backend.close()
+        self.muxer.reset()
+        self._sync_links()
+        for sock in self._listeners:
+            sock.close()
+        for path in (self.socket_path, self.uds_path):
+            _unlink_socket(path)
+        if self._frontend is not None:
+            self._frontend.close()
+        self._selector.close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    # ------------------------------------------------------------------ front-end (QEMU)
+
+    def _accept_frontend(self, mask: int) -> None:
+        sock, _ = self._listeners[0].accept()
+        if self._frontend is not None:
+            log.warning("a second vhost-user front-end connected: refused")
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._frontend = sock
+        self._selector.register(sock, selectors.EVENT_READ, self._frontend_readable)
+        log.info("vhost-user front-end connected on %s", self.socket_path)
+
+    def _frontend_readable(self, mask: int) -> None:
+        assert self._frontend is not None
+        connection = self.backend.connection
+        try:
+            data, ancillary, flags, _ = self._frontend.recvmsg(connection.bytes_wanted(), _CMSG_SPACE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._frontend_gone(f"read failed: {exc}")
+            return
+        fds = _received_fds(ancillary)
+        if not data:
+            _close_fds(fds)
+            self._frontend_gone("disconnected")
+            return
+        if flags & socket.MSG_CTRUNC:
+            _close_fds(fds)
+            self._frontend_gone("protocol error: descriptors were truncated")
+            return
+        try:
+            connection.receive_data(data, fds)
+            while (message := connection.next_request()) is not None:
+                reply = self.backend.handle(message)
+                if reply:
+                    self._frontend.sendall(reply)
+        except (VhostUserError, OSError) as exc:
+            _close_fds(connection.close())
+            self._frontend_gone(f"protocol error: {exc}")
+
+    def _frontend_gone(self, why: str) -> None:
+        log.info("vhost-user front-end %s: stopping the device", why)
+        self._running = False
+
+    # ------------------------------------------------------------------ Backend hooks
+
+    def map_memory(self, regions: Sequence[MemoryRegion], fds: Sequence[int]) -> GuestMemory:
+        memory = map_regions(regions, fds)
+        log.info("guest memory: %s", ", ".join(f"{r.guest_addr:#x}+{r.size:#x}" for r in regions))
+        return memory
+
+    def unmap_memory(self, memory: GuestMemory) -> None:
+        if isinstance(memory, MappedMemory):
+            memory.unmap()
+
+    def queues_changed(self) -> None:
+        for fd in self._kicks:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._selector.unregister(fd)
+        self._kicks = []
+        for vring in self.backend.vrings:
+            if vring.queue is not None and vring.kick is not None and id(vring.queue) not in self._broken:
+                self._selector.register(vring.kick, selectors.EVENT_READ, self._kicked)
+                self._kicks.append(vring.kick)
+        online = all(v.queue is not None for v in self.backend.vrings)
+        if self._online and not online:
+            log.info("device stopped: every stream is reset")
+            self.muxer.reset()
+        self._online = self.muxer.online = online
+
+    def _kicked(self, mask: int) -> None:
+        for fd in self._kicks:  # which one does not matter: _pump looks at both queues
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.read(fd, 8)
+
+    # ------------------------------------------------------------------ the rings
+
+    def _queue(self, index: int) -> Virtqueue | None:
+        queue = self.backend.vrings[index].queue
+        return None if queue is None or id(queue) in self._broken else queue
+
+    def _pump(self) -> None:
+        """One batch: drain tx, fill rx, interrupt the guest once per queue, sync host sockets."""
+        for _ in range(64):  # bounded: a guest that keeps the rings busy still lets sockets run
+            moved = self._ring(TX, self._drain_tx) + self._ring(RX, self._fill_rx)
+            self._sync_links()
+            if not moved:
+                break
+        for index in (RX, TX):
+            queue = self._queue(index)
+            if queue is not None and queue.needs_notify():
+                self._signal(self.backend.vrings[index].call)
+
+    def _ring(self, index: int, work: Callable[[Virtqueue], int]) -> int:
+        queue = self._queue(index)
+        if queue is None:
+            return 0
+        try:
+            return work(queue)
+        except RingError as exc:
+            log.error("vring %d stopped: %s", index, exc)
+            self._broken.add(id(queue))
+            self._signal(self.backend.vrings[index].err)
+            self.queues_changed()
+            return 0
+
+    def _drain_tx(self, queue: Virtqueue) -> int:
+        count = 0
+        while (chain := queue.pop()) is not None or queue.enable_notifications():
+            if chain is None:
+                continue
+            data = chain.read()
+            queue.push(chain.head, 0)
+            self.muxer.guest_packet(data)
+            count += 1
+        return count
+
+    def _fill_rx(self, queue: Virtqueue) -> int:
+        count = 0
+        while self.muxer.has_rx():
+            chain = queue.pop()
+            if chain is None:
+                break
+            room = chain.writable_len - HEADER_SIZE
+            if room < 0:
+                raise RingError(f"rx buffer of {chain.writable_len} bytes cannot hold a packet header")
+            packet = self.muxer.next_rx(room)
+            if packet is None:
+                queue.unpop()
+                break
+            header, payload = packet
+            written = chain.write(header) + chain.write(payload, HEADER_SIZE)
+            queue.push(chain.head, written)
+            count += 1
+        return count
+
+    @staticmethod
+    def _signal(fd: int | None) -> None:
+        if fd is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(fd, _ONE)
+
+    # ------------------------------------------------------------------ host sockets
+
+    def _accept_host(self, mask: int) -> None:
+        while True:
+            try:
+                sock, _ = self._listeners[1].accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.warning("accept on %s failed: %s", self.uds_path, exc)
+                return
+            link = self.muxer.host_accepted(self._clock())
+            if link is None:
+                sock.close()
+                continue
+            sock.setblocking(False)
+            self._socks[link.id] = sock
+            self._selector.register(sock, selectors.EVENT_READ, self._host_callback(link))
+
+    def _host_callback(self, link: Link) -> _Callback:
+        def ready(mask: int) -> None:
+            if mask & selectors.EVENT_READ:
+                self._host_readable(link)
+            if mask & selectors.EVENT_WRITE:
+                self.muxer.changed.add(link)
+
+        return ready
+
+    def _host_readable(self, link: Link) -> None:
+        sock = self._socks.get(link.id)
+        budget = link.read_budget()
+        if sock is None or budget <= 0:
+            self.muxer.changed.add(link)
+            return
+        try:
+            data = sock.recv(budget)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self.muxer.host_failed(link, str(exc))
+            return
+        if data:
+            self.muxer.host_data(link, data, self._clock())
+        else:
+            self.muxer.host_eof(link)
+
+    def _sync_links(self) -> None:
+        changed = self.muxer.changed
+        while changed:
+            self._sync(changed.pop())
+
+    def _sync(self, link: Link) -> None:
+        """Bring ``link``'s host socket in line with the muxer: dial, write, shut, close, interest."""
+        if link.state is State.DIALING and link.id not in self._socks:
+            self._dial(link)
+            return
+        sock = self._socks.get(link.id)
+        if sock is None:
+            self.muxer.host_closed(link)
+            return
+        if not link.abort and not self._flush(link, sock):
+            return
+        pending = bool(link.reply or link.to_host)
+        if link.abort or (link.close_host and not pending):
+            self._close_host(link, sock)
+            return
+        if link.shut_host_write and not pending and link.id not in self._shut:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_WR)
+            self._shut.add(link.id)
+        events = (selectors.EVENT_READ if link.read_budget() > 0 else 0) | (
+            selectors.EVENT_WRITE if pending else 0
+        )
+        self._interest(sock, events, link)
+
+    def _flush(self, link: Link, sock: socket.socket) -> bool:
+        """Write the OK line and queued guest bytes; False when the socket failed."""
+        try:
+            while link.reply:
+                sent = sock.send(link.reply)
+                link.reply = link.reply[sent:]
+            while link.to_host:
+                sent = sock.send(link.to_host)
+                self.muxer.host_sent(link, sent)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError as exc:
+            self.muxer.host_failed(link, str(exc))
+            return False
+        return True
+
+    def _interest(self, sock: socket.socket, events: int, link: Link) -> None:
+        try:
+            key = self._selector.get_key(sock)
+        except KeyError:
+            if events:
+                self._selector.register(sock, events, self._host_callback(link))
+            return
+        if not events:
+            self._selector.unregister(sock)
+        elif key.events != events:
+            self._selector.modify(sock, events, key.data)
+
+    def _close_host(self, link: Link, sock: socket.socket) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            self._selector.unregister(sock)
+        sock.close()
+        del self._socks[link.id]
+        self._shut.discard(link.id)
+        self.muxer.host_closed(link)
+
+    def _dial(self, link: Link) -> None:
+        path = f"{self.uds_path}_{link.local_port}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        try:
+            sock.connect(path)
+        except OSError as exc:  # BlockingIOError too: the listener's backlog is full
+            log.debug("[link=%d] guest connection to %s refused: %s", link.id, path, exc)
+            sock.close()
+            self.muxer.dial_done(link, ok=False)
+            self.muxer.host_closed(link)
+            return
+        self._socks[link.id] = sock
+        self.muxer.dial_done(link, ok=True)
+        self.muxer.changed.add(link)
+
+
+def _bind(path: str) -> socket.socket:
+    _unlink_socket(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        os.chmod(path, 0o600)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise KuasarError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
+    sock.setblocking(False)
+    return sock
+
+
+def _unlink_socket(path: str) -> None:
+    with contextlib.suppress(OSError):
+        if stat.S_ISSOCK(os.lstat(path).st_mode):
+            os.unlink(path)
+
+
+def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            received = array.array("i")
+            received.frombytes(data[: len(data) - len(data) % received.itemsize])
+            fds.extend(received)
+    return fds
+
+
+def _close_fds(fds: Sequence[int]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The device process's entry: ``--socket S --uds-path U --guest-cid N``; returns the exit
+    status (0 when the front-end went away, 1 when a socket could not be bound). Run it as
+    ``python -c 'import sys; from kuasar.vmm.vsock_server import main; sys.exit(main())' ...``."""
+    parser = argparse.ArgumentParser(prog="kuasar.vmm.vsock_server", description="vhost-user-vsock device")
+    parser.add_argument("--socket", required=True, help="vhost-user socket (QEMU's chardev path)")
+    parser.add_argument("--uds-path", required=True, help="hybrid vsock socket for host clients")
+    parser.add_argument("--guest-cid", type=int, default=3)
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    device = VsockDevice(args.socket, args.uds_path, args.guest_cid)
+    signal.signal(signal.SIGTERM, lambda *_: device.stop())
+    try:
+        device.run()
+    except KuasarError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
