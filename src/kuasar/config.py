@@ -75,6 +75,8 @@ class Limits:
             processes it left holding its pipes (then its session is killed).
         guest_command_timeout: how long each ``ip`` command of ``SandboxService`` may take.
         orphan_scan_delay: as PID 1, how long after SIGCHLD the agent scans for orphans to reap.
+        console_start_timeout: how long ``kuasarctl exec`` over the debug console waits for the
+            command's start marker (a console that is not a shell, or a hung one, ends there).
     """
 
     max_message: int = TTRPC_MAX_MESSAGE
@@ -103,6 +105,7 @@ class Limits:
     exec_vm_linger: float = 0.5
     guest_command_timeout: float = 10.0
     orphan_scan_delay: float = 0.5
+    console_start_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -33,7 +33,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from kuasar.errors import ConnectionClosed, UsageError
+from kuasar.errors import ConnectionClosed, ProtocolError, UsageError
 
 EXEC_HEADER = b"KSR_MODE exec\n"
 START_MARKER = b"__KSR_START__"
@@ -434,6 +434,13 @@ class ConsoleExec:
         return ConnectionClosed(
             "the debug console closed before the command started",
             hints=["The console's shell may not be sh-compatible, or it exited at once."],
+        )
+
+    def start_timeout_error(self, seconds: float) -> ProtocolError:
+        """The error when no start marker came within ``seconds`` (drivers keep the clock)."""
+        return ProtocolError(
+            f"the debug console did not start the command within {seconds:g} s (no start marker)",
+            hints=["Is a POSIX shell behind that port? A Kata console is on -p 1026."],
         )
 
     def data_to_send(self) -> bytes:

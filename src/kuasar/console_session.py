@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.console import ConsoleExec, SessionResult
 from kuasar.errors import ConnectionClosed
 
@@ -56,6 +57,7 @@ async def run(
     *,
     source: AsyncIterator[bytes] | None = None,
     escape: int | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> SessionResult:
     """Run ``core``'s command: send its line, relay input and output, return its exit status.
 
@@ -66,9 +68,11 @@ async def run(
         output: where the command's output goes.
         source: stdin chunks (only read once the command has started).
         escape: the detach byte in ``source`` (interactive sessions).
+        limits: ``console_start_timeout`` bounds the wait for the start marker.
 
     Raises:
         ConnectionClosed: the console closed before the exit marker arrived.
+        ProtocolError: no start marker within ``limits.console_start_timeout``.
     """
     writer.write(core.initiate())
     await writer.drain()
@@ -79,10 +83,18 @@ async def run(
         forward = asyncio.ensure_future(
             _forward_input(writer, core, source, escape=escape, detached=detached, started=started)
         )
+    loop = asyncio.get_running_loop()
+    start_by = loop.time() + limits.console_start_timeout
     try:
         while not core.finished:
             read = asyncio.ensure_future(reader.read(READ_CHUNK))
-            done, _ = await asyncio.wait({read, detach_wait}, return_when=asyncio.FIRST_COMPLETED)
+            timeout = None if core.started else max(start_by - loop.time(), 0)
+            done, _ = await asyncio.wait(
+                {read, detach_wait}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                read.cancel()
+                raise core.start_timeout_error(limits.console_start_timeout)
             if read not in done:
                 read.cancel()
                 return SessionResult(None, detached=True)

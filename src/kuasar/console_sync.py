@@ -14,6 +14,7 @@ import selectors
 import socket
 import time
 
+from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.console import ConsoleExec, SessionResult
 from kuasar.errors import ConnectionClosed, DeadlineExceeded
 
@@ -118,6 +119,7 @@ def run(
     input_fd: int | None = None,
     escape: int | None = None,
     deadline: float | None = None,
+    limits: Limits = DEFAULT_LIMITS,
 ) -> SessionResult:
     """Run ``core``'s command over the connected console ``sock`` (closed by the caller).
 
@@ -128,11 +130,14 @@ def run(
         input_fd: stdin to relay (read only once the command has started), or ``None``.
         escape: the detach byte on ``input_fd`` (interactive sessions).
         deadline: a ``time.monotonic()`` bound on the whole run.
+        limits: ``console_start_timeout`` bounds the wait for the start marker.
 
     Raises:
         ConnectionClosed: the console closed before the exit marker arrived.
         DeadlineExceeded: ``deadline`` passed.
+        ProtocolError: no start marker within ``limits.console_start_timeout``.
     """
+    start_by = time.monotonic() + limits.console_start_timeout
     sock.setblocking(False)
     relay = _Relay(sock, core, output_fd)
     relay.selector.register(sock, selectors.EVENT_READ)
@@ -141,9 +146,14 @@ def run(
     relay.queue(core.initiate())
     try:
         while not core.finished:
-            timeout = None if deadline is None else deadline - time.monotonic()
+            now = time.monotonic()
+            timeout = None if deadline is None else deadline - now
             if timeout is not None and timeout <= 0:
                 raise DeadlineExceeded("timed out")
+            if not core.started:
+                if now >= start_by:
+                    raise core.start_timeout_error(limits.console_start_timeout)
+                timeout = start_by - now if timeout is None else min(timeout, start_by - now)
             if relay.input_ready_now():
                 timeout = 0
                 if relay.on_input(escape):

@@ -26,10 +26,10 @@ import stat
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+from kuasar.codes import Code
 from kuasar.errors import RPCError
 from kuasar.rootpath import host_path, os_error, resolve_in_root
 from kuasar.tarstream import CHUNK, extract, tar_chunks
-from kuasar.codes import Code
 
 FILE = "file"
 TAR = "tar"

@@ -25,7 +25,7 @@ from kuasar.remote_process import SERVICE, CompletedProcess, RemoteProcess, run
 from kuasar.ttrpc import Client, Code
 
 #: Default budget of the one-try probe (dial + handshake + ``grpc.Health/Check``).
-PROBE_TIMEOUT = 0.4
+PROBE_TIMEOUT = DEFAULT_LIMITS.probe_timeout
 
 
 class AgentUnavailable(TransportError):

@@ -45,8 +45,6 @@ SERVICE = "kuasar.agent.v1.Agent"
 STDOUT, STDERR = 1, 2
 #: Bytes of protobuf and ttrpc framing kept free in each stdin chunk.
 _CHUNK_SLACK = 64
-#: Leaving early, how long sending the SIGKILL may block on a slow connection.
-_KILL_SEND_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +192,7 @@ class RemoteProcess:
         self.tty = tty
         self.pid = 0
         self._chunk = max(1024, limits.max_message - _CHUNK_SLACK)
+        self._limits = limits
         self._start = exec_start(self.argv, env or {}, cwd, user=user, tty=tty, container_id=container_id)
         self._start.stdin = stdin
         if size is not None:
@@ -233,7 +232,7 @@ class RemoteProcess:
         if not self._ended and self.pid:
             # Leaving early (an error, a timeout, a break): the process must not outlive us.
             with contextlib.suppress(KuasarError, TimeoutError):
-                async with asyncio.timeout(_KILL_SEND_TIMEOUT):
+                async with asyncio.timeout(self._limits.signal_send_timeout):
                     await self.send_signal(signals.SIGKILL)
         await self._stream.__aexit__(exc_type, exc, tb)
 

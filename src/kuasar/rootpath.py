@@ -22,8 +22,8 @@ import os
 import stat
 from collections import deque
 
-from kuasar.errors import RPCError
 from kuasar.codes import Code
+from kuasar.errors import RPCError
 
 #: Symlinks followed while resolving one path before it is called a loop (Linux's own limit).
 MAX_LINKS = 40

@@ -37,9 +37,9 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import IO, Any
 
+from kuasar.codes import Code
 from kuasar.errors import RPCError
 from kuasar.rootpath import host_path, is_under, os_error, resolve_in_root
-from kuasar.codes import Code
 
 #: Largest block read from or written to a member at once.
 CHUNK = 1024 * 1024

@@ -28,11 +28,16 @@ def test_run_ps_exec_stop_lifecycle() -> None:
         listing = kuasarctl("ps", "-d", sandbox.root, "-o", "json")
         assert listing.returncode == 0, listing.stderr
         (row,) = json.loads(listing.stdout)
-        assert (row["id"], row["kind"], row["reachable"]) == ("pod-life-1", "local", "yes")
+        assert (row["id"], row["kind"], row["guest"], row["reachable"]) == (
+            "pod-life-1",
+            "local",
+            "kuasar-agent",
+            "yes",
+        )
 
         table = kuasarctl("ps", "-d", sandbox.root).stdout.decode().splitlines()
-        assert table[0].split()[:4] == ["ID", "KIND", "REACHABLE", "AGE"]
-        assert table[1].split()[:3] == ["pod-life-1", "local", "yes"]
+        assert table[0].split()[:5] == ["ID", "KIND", "GUEST", "REACHABLE", "AGE"]
+        assert table[1].split()[:4] == ["pod-life-1", "local", "kuasar-agent", "yes"]
 
         assert kuasarctl("ps", "-q", "-d", sandbox.root).stdout == b"pod-life-1\n"
 

@@ -78,7 +78,12 @@ LAYERS: dict[str, Layer] = {
         ("kuasar.sandbox",), (*_BELOW_GUEST, "console", "guest", "supervisor", "vmm", "sandbox")
     ),
     # The CLI on top: everything except the guest agent and the sandbox internals.
-    "ctl": Layer(("kuasar.ctl",), (*_BELOW_GUEST, "console", "guest", "sandbox", "ctl")),
+    # It reaches guests only through the library's guest session (issue 9): never a transport
+    # or a ttrpc connection of its own.
+    "ctl": Layer(
+        ("kuasar.ctl",),
+        ("leaf", "bottom", "neutral", "wire", "proto", "protobuf", "console", "guest", "sandbox", "ctl"),
+    ),
 }
 
 #: (importer, imported) -> why today's tree may still do it. Remove an entry once the code is fixed.

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 OutputCallback = Callable[[int, bytes], Awaitable[None]]
 
 #: Budget of each probe step (dial + handshake, then each call).
-PROBE_TIMEOUT = 0.4
+PROBE_TIMEOUT = DEFAULT_LIMITS.probe_timeout
 _UNKNOWN = 2
 
 

@@ -140,9 +140,9 @@ class Client:
         self._writer.close()
 
     async def wait_closed(self) -> None:
-        """Wait until the reader task has ended and the socket is closed."""
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait({self._read_task})
+        """Wait until the reader task has ended and the socket is closed. A cancellation of the
+        caller propagates (``asyncio.wait`` never raises the reader task's own)."""
+        await asyncio.wait({self._read_task})
         await self._writer.wait_closed()
 
     # -- calls ---------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from kuasar.ctl.commands._common import (
 from kuasar.errors import UsageError
 
 if TYPE_CHECKING:
-    from kuasar import ttrpc
+    from kuasar.session import Connection
 
 SERVICE = "kuasar.agent.v1.Agent"
 
@@ -42,18 +42,15 @@ def add_connect_flags(parser: argparse.ArgumentParser) -> None:
 
 
 @contextlib.asynccontextmanager
-async def agent_client(args: argparse.Namespace, sandbox: str) -> AsyncIterator[ttrpc.Client]:
-    """A ttrpc client on the agent API (vsock port 1024) of ``sandbox`` (ID or unique prefix)."""
-    from kuasar import transport, ttrpc
-    from kuasar.address import HvsockAddress
-    from kuasar.config import AGENT_PORT
+async def agent_client(args: argparse.Namespace, sandbox: str) -> AsyncIterator[Connection]:
+    """The connection to the kuasar agent API of ``sandbox`` (ID or unique prefix), through the
+    library's guest session: a guest without our API gets the session's diagnosis."""
+    from kuasar.session import GuestTarget, Session
 
     ref = resolve(args, sandbox)
-    reader, writer = await transport.dial(
-        HvsockAddress(ref.socket, AGENT_PORT), connect_timeout=args.connect_timeout
-    )
-    async with ttrpc.Client(reader, writer) as client:
-        yield client
+    target = GuestTarget.for_socket(ref.socket, label=ref.id)
+    async with await Session.open(target, probe_timeout=args.connect_timeout) as session:
+        yield session.require_api(f"kuasarctl {args.command}").client
 
 
 def register(commands: Any) -> None:

@@ -24,7 +24,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from kuasar.config import CONSOLE_PORT
+from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS
 from kuasar.ctl.commands import fanout
 from kuasar.ctl.commands._common import (
     add_sandbox,
@@ -46,11 +46,6 @@ if TYPE_CHECKING:
     from kuasar.session import ExecPath, GuestTarget, Session
 
     Writer = Callable[[bytes], Awaitable[None]]
-
-#: The one-try agent API probe's budget (dial + grpc.Health/Check).
-PROBE_TIMEOUT = 0.4
-#: After Ctrl-C has been forwarded as SIGINT, how long the remote process may take to finish.
-INTERRUPT_GRACE = 2.0
 
 
 DESCRIPTION = """Run a command or an interactive shell inside a sandbox, with its exact exit code.
@@ -120,7 +115,7 @@ def register(commands: Any) -> None:
     parser.add_argument(
         "--connect-timeout",
         type=positive_seconds,
-        default=10.0,
+        default=DEFAULT_LIMITS.connect_timeout,
         metavar="SECS",
         help="how long to wait for the guest to accept the connection (default 10)",
     )
@@ -235,21 +230,17 @@ def _run_console_blocking(
     from kuasar import console_sync
     from kuasar.ctl import terminal
     from kuasar.ctl.main import exit_code_for
-    from kuasar.errors import TransportError
-    from kuasar.session._diagnose import unreachable
-    from kuasar.transport import blocking
+    from kuasar.session._blocking import open_console
 
     core = _console_core(args, command, env)
-    started = time.monotonic()
-    deadline = started + args.timeout if args.timeout else None
+    deadline = time.monotonic() + args.timeout if args.timeout else None
     budget = args.connect_timeout if deadline is None else min(args.connect_timeout, args.timeout)
     try:
-        sock = blocking.dial(target.console, connect_timeout=budget)
-    except TransportError as exc:
+        sock = open_console(target, connect_timeout=budget)
+    except KuasarError:
         if deadline is not None and time.monotonic() >= deadline:
             raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
-        port = getattr(target.console, "port", CONSOLE_PORT)
-        raise unreachable(target.label, None, exc, (0, port)) from exc
+        raise
     stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
     try:
         run = functools.partial(console_sync.run, sock, core, output_fd=stdout_fd, deadline=deadline)
@@ -513,7 +504,7 @@ async def _pump(
             if interrupt is not None and interrupt in done:  # keep copying, for a while
                 interrupt = None
                 stop.cancel()
-                stop = asyncio.ensure_future(_either(detached, INTERRUPT_GRACE))
+                stop = asyncio.ensure_future(_either(detached, DEFAULT_LIMITS.interrupt_grace))
                 continue
             if stop in done:
                 return

@@ -1,8 +1,9 @@
 """``kuasarctl info SANDBOX [-o json]``: the guest's system information from the agent API.
 
-Layer contract: ``kuasar.ctl`` only. Resolves the sandbox, connects with :class:`kuasar.guest.Guest`
-(imported lazily: protobuf stays off ``kuasarctl --help``), calls ``Agent/GetSystemInfo`` and prints
-a two-column table or JSON. A guest without the agent API is a clear error (exit 125).
+Layer contract: ``kuasar.ctl`` only. Resolves the sandbox, reaches it through the library's guest
+session (``kuasar.session``, imported lazily: protobuf stays off ``kuasarctl --help``), calls
+``Agent/GetSystemInfo`` and prints a two-column table or JSON. A guest without the agent API is a
+clear error (exit 125).
 """
 
 from __future__ import annotations
@@ -86,24 +87,15 @@ def render_table(data: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from kuasar.address import HvsockAddress, parse_address, with_port
-    from kuasar.config import AGENT_PORT
-    from kuasar.errors import ConnectError
-    from kuasar.guest import Guest
+    from kuasar.session import GuestTarget, Session
 
     if "://" in args.sandbox:
-        address = with_port(parse_address(args.sandbox), AGENT_PORT)
-        name = args.sandbox
+        target, name = GuestTarget.for_address(args.sandbox), args.sandbox
     else:
         ref = resolve(args, args.sandbox)
-        address, name = HvsockAddress(ref.socket, AGENT_PORT), ref.id
-    guest = await Guest.probe(address, probe_timeout=args.connect_timeout)
-    if guest is None:
-        raise ConnectError(
-            f"sandbox {name} does not serve the agent API at {address}",
-            hints=["A console-only guest (e.g. a stock Kuasar vmm-task) has no system information service."],
-        )
-    async with guest:
+        target, name = GuestTarget.for_socket(ref.socket, label=ref.id), ref.id
+    async with await Session.open(target, probe_timeout=args.connect_timeout) as session:
+        guest = session.require_api("info (GetSystemInfo)")
         info = await guest.system_info(timeout=DEFAULT_LIMITS.call_timeout)
     data = as_dict(name, info)
     if args.output == "json":
