@@ -35,6 +35,9 @@ from kuasar._log import Span, get_logger, trace, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError, RPCError
 from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, decode_response, encode_request
+from kuasar.ttrpc._trace import KINDS as _KINDS
+from kuasar.ttrpc._trace import outcome as _outcome
+from kuasar.ttrpc._trace import trace_call as _trace_call
 from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
 
@@ -43,9 +46,6 @@ Metadata = Sequence[tuple[str, str]]
 
 _log = get_logger("kuasar.ttrpc.client")
 _MAX_STREAM_ID = 0xFFFFFFFF
-#: For ``-v`` lines: a stream's shape, by ``2 * client_streaming + server_streaming``; status names.
-_KINDS = ("unary", "server-streaming", "client-streaming", "bidi")
-_CODE_NAMES = {code.value: code.name for code in Code}
 
 
 class _CallState:
@@ -56,25 +56,6 @@ class _CallState:
         self.server_streaming = server_streaming
         self.done = False  # the final frame (Response or closing Data) arrived
         self.stream_id = 0
-
-
-def _outcome(exc: BaseException) -> str:
-    """How a traced call ended, for its ``-v`` line: the remote status, or what failed locally."""
-    if isinstance(exc, RPCError):
-        name = _CODE_NAMES.get(exc.code, f"status {exc.code}")
-        return f"{name}: {exc.message}" if exc.message else name
-    if isinstance(exc, DeadlineExceeded):
-        return "DEADLINE_EXCEEDED (local timeout)"
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED (local)"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _trace_call(span: Span, stream_id: int, sent: int, received: int, outcome: str) -> None:
-    span.name += f" stream {stream_id}" if stream_id else ""
-    span.sent(sent)
-    span.received(received)
-    span.end(outcome)
 
 
 def _reply(frame: Frame | None) -> bytes:
