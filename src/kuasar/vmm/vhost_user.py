@@ -424,8 +424,6 @@ class Connection:
                 message, descriptors where the request takes none (or too many), or a request
                 while an answer is still owed.
         """
-        if self._owed is not None:
-            raise VhostUserError(f"{self._owed.name} is still waiting for its answer")
         if self._header is None:
             if len(self._buf) < HEADER_SIZE:
                 return None
@@ -433,6 +431,8 @@ class Connection:
         request, flags, size = self._header
         if len(self._buf) < size:
             return None
+        if self._owed is not None:
+            raise VhostUserError(f"{_name(request)} arrived while {self._owed.name} awaits its answer")
         payload = bytes(self._buf[:size])
         del self._buf[:size]
         self._header = None

@@ -115,12 +115,15 @@ class Muxer:
         assert link.reader is not None
         try:
             line, rest = link.reader.feed(data)
-            if line is None:
-                return
-            port = parse_connect_line(line)
+            port = None if line is None else parse_connect_line(line)
         except HandshakeError as exc:
             log.debug("[link=%d] dropped without reply: %s", link.id, exc)
             self._drop(link)
+            return
+        if port is None:
+            if link.read_budget() <= 0:  # the limit is reached and no newline came
+                log.debug("[link=%d] dropped without reply: line over the limit", link.id)
+                self._drop(link)
             return
         if not self.online:
             log.debug("[link=%d] CONNECT %d: the guest's device is not running, closed", link.id, port)
