@@ -28,6 +28,7 @@ import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kuasar import wire
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import (
     CommandNotExecutable,
@@ -38,7 +39,6 @@ from kuasar.errors import (
     RPCError,
     UsageError,
 )
-from kuasar.proto import agent_pb2 as pb
 from kuasar.ttrpc import Client, Code, Stream
 
 SERVICE = "kuasar.agent.v1.Agent"
@@ -109,7 +109,9 @@ def exec_start(
     user: str = "",
     tty: bool = False,
     container_id: str = "",
-) -> pb.ExecStart:
+    stdin: bool = False,
+    size: tuple[int, int] | None = None,
+) -> wire.ExecStart:
     """The ``ExecStart`` for a command, its arguments, environment and directory byte-exact.
 
     ``argv``, ``env`` and ``cwd`` travel in the ``*_bytes`` fields as :func:`os.fsencode` makes
@@ -124,21 +126,22 @@ def exec_start(
     for what, text in (("user", user), ("container id", container_id)):
         if not _is_utf8(text):
             raise UsageError(f"{what} {text!r} is not UTF-8 text")
-    start = pb.ExecStart(
-        argv_bytes=[os.fsencode(arg) for arg in argv],
-        env_bytes=[os.fsencode(key) + b"=" + os.fsencode(value) for key, value in env.items()],
-        cwd_bytes=os.fsencode(cwd),
+    utf8 = all(_is_utf8(item) for item in (*argv, *env.keys(), *env.values(), cwd))
+    if not utf8 and container_id:
+        raise UsageError(_CONTAINER_TEXT_ONLY)
+    return wire.ExecStart(
+        argv=tuple(argv) if utf8 else (),
+        env=dict(env) if utf8 else {},
+        cwd=cwd if utf8 else "",
         user=user,
         tty=tty,
+        size=None if size is None else wire.TerminalSize(rows=size[0], cols=size[1]),
         container_id=container_id,
+        stdin=stdin,
+        argv_bytes=tuple(os.fsencode(arg) for arg in argv),
+        env_bytes=tuple(os.fsencode(key) + b"=" + os.fsencode(value) for key, value in env.items()),
+        cwd_bytes=os.fsencode(cwd),
     )
-    if all(_is_utf8(text) for text in (*argv, *env.keys(), *env.values(), cwd)):
-        start.argv.extend(argv)
-        start.env.update(env)
-        start.cwd = cwd
-    elif container_id:
-        raise UsageError(_CONTAINER_TEXT_ONLY)
-    return start
 
 
 def _start_error(exc: RPCError, argv: Sequence[str]) -> KuasarError:
@@ -193,21 +196,20 @@ class RemoteProcess:
         self.pid = 0
         self._chunk = max(1024, limits.max_message - _CHUNK_SLACK)
         self._limits = limits
-        self._start = exec_start(self.argv, env or {}, cwd, user=user, tty=tty, container_id=container_id)
-        self._start.stdin = stdin
-        if size is not None:
-            self._start.size.CopyFrom(pb.TerminalSize(rows=size[0], cols=size[1]))
-        self._stream: Stream[pb.ExecOutput] = client.stream(
-            SERVICE, "Exec", pb.ExecOutput, client_streaming=True, server_streaming=True
+        self._start = exec_start(
+            self.argv, env or {}, cwd, user=user, tty=tty, container_id=container_id, stdin=stdin, size=size
         )
-        self._exit: pb.ExitStatus | None = None
+        self._stream: Stream[wire.ExecOutput] = client.stream(
+            SERVICE, "Exec", wire.ExecOutput, client_streaming=True, server_streaming=True
+        )
+        self._exit: wire.ExitStatus | None = None
         self._ended = False
         self._send_closed = False
 
     async def __aenter__(self) -> RemoteProcess:
         await self._stream.__aenter__()
         try:
-            await self._stream.send(pb.ExecInput(start=self._start))
+            await self._stream.send(wire.ExecInput(start=self._start))
             self.pid = await self._started()
         except BaseException as exc:
             await self._stream.__aexit__(type(exc), exc, exc.__traceback__)
@@ -219,7 +221,7 @@ class RemoteProcess:
             first = await self._stream.recv()
         except RPCError as exc:
             raise _start_error(exc, self.argv) from None
-        if first is None or first.WhichOneof("kind") != "started":
+        if first is None or first.started is None:
             raise ProtocolError("agent: Exec did not answer with started")
         return first.started.pid
 
@@ -251,21 +253,21 @@ class RemoteProcess:
         """
         view = memoryview(data)
         for offset in range(0, len(view), self._chunk):
-            await self._send(pb.ExecInput(stdin=bytes(view[offset : offset + self._chunk])))
+            await self._send(wire.ExecInput(stdin=bytes(view[offset : offset + self._chunk])))
 
     async def close_stdin(self) -> None:
         """Send end-of-file on stdin (on a PTY: the EOF character)."""
-        await self._send(pb.ExecInput(stdin_eof=True))
+        await self._send(wire.ExecInput(stdin_eof=True))
 
     async def resize(self, rows: int, cols: int) -> None:
         """Set the remote PTY's size (ignored without ``tty``)."""
-        await self._send(pb.ExecInput(resize=pb.TerminalSize(rows=rows, cols=cols)))
+        await self._send(wire.ExecInput(resize=wire.TerminalSize(rows=rows, cols=cols)))
 
     async def send_signal(self, signum: int) -> None:
         """Deliver ``signum`` to the remote process (its process group on a PTY)."""
-        await self._send(pb.ExecInput(signal=int(signum)))
+        await self._send(wire.ExecInput(signal=int(signum)))
 
-    async def _send(self, message: pb.ExecInput) -> None:
+    async def _send(self, message: wire.ExecInput) -> None:
         if self._ended or self._send_closed:
             return
         await self._stream.send(message)
@@ -293,12 +295,11 @@ class RemoteProcess:
                 if self._exit is None:
                     raise ProtocolError("agent: Exec ended without an exit status")
                 return None
-            kind = message.WhichOneof("kind")
-            if kind == "stdout":
+            if message.stdout is not None:
                 return STDOUT, message.stdout
-            if kind == "stderr":
+            if message.stderr is not None:
                 return STDERR, message.stderr
-            if kind == "exit":
+            if message.exit is not None:
                 self._exit = message.exit
         return None
 

@@ -105,7 +105,7 @@ async def test_non_utf8_bytes_are_refused_not_mangled(env: Env) -> None:
     odd = os.fsdecode(b"a\xff\xfeb")
     with pytest.raises(UsageError, match="must be UTF-8"):  # the client refuses before sending
         await run(env.client, ["printf", "%s", odd], container_id="web")
-    start = exec_start(["printf", "%s", "x"], {}, "", container_id="web")
+    start = pb.ExecStart.FromString(exec_start(["printf", "%s", "x"], {}, "", container_id="web").encode())
     start.argv_bytes[2] = b"a\xff"  # a client that does send them: the agent refuses
     async with env.client.stream(
         SERVICE, "Exec", pb.ExecOutput, client_streaming=True, server_streaming=True

@@ -27,9 +27,9 @@ import asyncio
 import contextlib
 import types
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
-from google.protobuf.message import DecodeError, Message
+from google.protobuf.message import DecodeError
 
 from kuasar._log import Span, get_logger, trace, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
@@ -41,7 +41,21 @@ from kuasar.ttrpc._trace import trace_call as _trace_call
 from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
 
-M = TypeVar("M", bound=Message)
+M = TypeVar("M", bound="Message")
+
+
+class Message(Protocol):
+    """What the client needs of a message: protobuf's generated classes, or :mod:`kuasar.wire`'s."""
+
+    def SerializeToString(self) -> bytes:
+        """The message's wire bytes."""
+        ...
+
+    @classmethod
+    def FromString(cls, data: bytes, /) -> Self:
+        """Parse wire bytes."""
+        ...
+
 Metadata = Sequence[tuple[str, str]]
 
 _log = get_logger("kuasar.ttrpc.client")

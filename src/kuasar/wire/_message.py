@@ -123,6 +123,15 @@ class Message(metaclass=_MessageMeta):
             where = f" (field {'.'.join(exc.path)})" if exc.path else ""
             raise ProtocolError(f"wire: cannot decode {cls.__name__}{where}: {exc.reason}") from None
 
+    def SerializeToString(self) -> bytes:
+        """:meth:`encode`, under protobuf's name."""
+        return encode(self)
+
+    @classmethod
+    def FromString(cls, data: bytes, /) -> Self:
+        """:meth:`decode`, under protobuf's name."""
+        return cls.decode(data)
+
     def _check_oneofs(self) -> None:
         for group, names in self._schema.oneofs.items():
             if sum(getattr(self, name) is not None for name in names) > 1:
