@@ -66,8 +66,11 @@ LAYERS: dict[str, Layer] = {
     ),
     # The host's guest session (§3b): which path reaches the guest (agent API, console) and why not.
     "guest": Layer(
-        ("kuasar.guest", "kuasar.session", "kuasar.remote_process"), (*_BELOW_GUEST, "console", "guest")
+        ("kuasar.guest", "kuasar.session", "kuasar.remote_process", "kuasar.remote_exec"),
+        (*_BELOW_GUEST, "console", "guest"),
     ),
+    # kuasarctl agent's library half: descriptors, argument composition, call plans and reports.
+    "agentctl": Layer(("kuasar.agentctl",), ("leaf", "bottom", "proto", "protobuf", "agentctl")),
     # The guest agent: never the host's guest/console session, sandbox or ctl.
     "agent": Layer(("kuasar.agent",), (*_BELOW_GUEST, "agent")),
     # VMMs (§3b): the virtio-vsock device over vhost-user, launchers; the sandbox layer drives them.
@@ -82,7 +85,19 @@ LAYERS: dict[str, Layer] = {
     # or a ttrpc connection of its own.
     "ctl": Layer(
         ("kuasar.ctl",),
-        ("leaf", "bottom", "neutral", "wire", "proto", "protobuf", "console", "guest", "sandbox", "ctl"),
+        (
+            "leaf",
+            "bottom",
+            "neutral",
+            "wire",
+            "proto",
+            "protobuf",
+            "console",
+            "guest",
+            "agentctl",
+            "sandbox",
+            "ctl",
+        ),
     ),
 }
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 from kuasar import wire
 from kuasar.errors import ProtocolError
-from kuasar.proto import agent_pb2, health_pb2, ttrpc_pb2
+from kuasar.proto import agent_pb2, health_pb2, sandbox_pb2, ttrpc_pb2
 from kuasar.wire import _codec
 
 PAIRS: list[tuple[type[wire.Message], type[StubMessage]]] = [
@@ -50,6 +50,8 @@ PAIRS: list[tuple[type[wire.Message], type[StubMessage]]] = [
     (wire.ExitStatus, agent_pb2.ExitStatus),
     (wire.ExecStarted, agent_pb2.ExecStarted),
     (wire.ExecOutput, agent_pb2.ExecOutput),
+    (wire.ExecVMProcessRequest, sandbox_pb2.ExecVMProcessRequest),
+    (wire.ExecVMProcessResponse, sandbox_pb2.ExecVMProcessResponse),
 ]
 OURS = {stub.DESCRIPTOR.full_name: ours for ours, stub in PAIRS}
 STUBS = {stub.DESCRIPTOR.full_name: stub for _, stub in PAIRS}

@@ -3,16 +3,46 @@
 Layer contract: beside ``kuasar.transport`` (never importing it): it is handed a connected
 ``(StreamReader, StreamWriter)``. Imports nothing from ``kuasar.transport``, ``kuasar.agent``,
 ``kuasar.ctl`` or ``kuasar.sandbox`` (``tests/unit/test_layers.py``). Modules, bottom up:
-``codes`` and ``framing`` (sans-IO), ``service`` (handler registry types), ``_conn`` (writer lock,
-inboxes, envelope), ``client``, ``server``, ``health``, ``testing``.
+``codes``, ``framing`` and ``_client_core`` (sans-IO), ``service`` (handler registry types),
+``_conn`` (writer lock, inboxes, envelope), ``client``, ``server``, ``health``, ``testing``, and
+``blocking`` (a client without asyncio for one-shot CLI runs). The names below load their module on
+first use, so ``kuasar.ttrpc.blocking`` imports neither asyncio nor protobuf.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kuasar.errors import RPCError
-from kuasar.ttrpc.client import Client, Stream
-from kuasar.ttrpc.codes import Code
-from kuasar.ttrpc.health import health_handlers
-from kuasar.ttrpc.server import Server, ServerStream
-from kuasar.ttrpc.service import CallContext, Cardinality, Handler, merge_handlers
+
+if TYPE_CHECKING:
+    from kuasar.ttrpc.client import Client, Stream
+    from kuasar.ttrpc.codes import Code
+    from kuasar.ttrpc.health import health_handlers
+    from kuasar.ttrpc.server import Server, ServerStream
+    from kuasar.ttrpc.service import CallContext, Cardinality, Handler, merge_handlers
+
+_HOMES = {
+    "Client": "client",
+    "Stream": "client",
+    "Code": "codes",
+    "health_handlers": "health",
+    "Server": "server",
+    "ServerStream": "server",
+    "CallContext": "service",
+    "Cardinality": "service",
+    "Handler": "service",
+    "merge_handlers": "service",
+}
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"kuasar.ttrpc.{home}"), name)
+
 
 __all__ = [
     "CallContext",

@@ -7,7 +7,7 @@ generated stubs.
 
 It covers the ttrpc envelope (:class:`Request`, :class:`Response`, :class:`Status`,
 :class:`KeyValue`, :class:`AnyMessage`), ``grpc.Health`` (:class:`CheckRequest`,
-:class:`HealthCheckResponse`), ``Ping`` and the Exec stream (:class:`ExecInput`, :class:`ExecStart`,
+:class:`HealthCheckResponse`), ``Ping``, ``ExecVMProcess`` (a stock vmm-task's one-shot exec) and the Exec stream (:class:`ExecInput`, :class:`ExecStart`,
 :class:`TerminalSize`, :class:`ExecOutput`, :class:`ExecStarted`, :class:`ExitStatus`). Each is a
 frozen, slotted record (dataclass-like, without the cost of creating dataclasses) with
 ``encode() -> bytes`` and ``decode(data) -> Self``. It must stay
@@ -23,6 +23,8 @@ from kuasar.wire.messages import (
     ExecOutput,
     ExecStart,
     ExecStarted,
+    ExecVMProcessRequest,
+    ExecVMProcessResponse,
     ExitStatus,
     HealthCheckResponse,
     KeyValue,
@@ -41,6 +43,8 @@ __all__ = [
     "ExecOutput",
     "ExecStart",
     "ExecStarted",
+    "ExecVMProcessRequest",
+    "ExecVMProcessResponse",
     "ExitStatus",
     "HealthCheckResponse",
     "KeyValue",

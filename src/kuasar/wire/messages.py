@@ -142,6 +142,23 @@ class PingResponse(Message):
     _schema = Schema(Field(1, "message", STRING), Field(2, "version", STRING))
 
 
+class ExecVMProcessRequest(Message):
+    """``grpc.SandboxService``'s ``ExecVMProcessRequest`` (Kuasar vmm-task): ``bash -c command``."""
+
+    command: str = ""
+    stdin: bytes = b""
+
+    _schema = Schema(Field(1, "command", STRING), Field(2, "stdin", BYTES))
+
+
+class ExecVMProcessResponse(Message):
+    """``grpc.SandboxService``'s ``ExecVMProcessResponse``: the command's stdout (exit 0 only)."""
+
+    out: str = ""
+
+    _schema = Schema(Field(1, "out", STRING))
+
+
 class TerminalSize(Message):
     """``kuasar.agent.v1.TerminalSize``, in character cells."""
 
