@@ -11,6 +11,7 @@ hostile rings. :func:`guest_packet` builds a vsock packet as a guest sends it.
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,10 +41,19 @@ class _Posted:
 class GuestRing:
     """The driver side of one split ring at guest-physical ``base`` in ``memory``.
 
-    Buffers are carved from a bump heap that starts after the ring (``heap`` bytes reserved).
+    Buffers are carved from a heap, ``heap=(start, end)`` guest-physical; by default from the end
+    of the ring to the end of memory.
     """
 
-    def __init__(self, memory: bytearray, size: int, *, base: int = 0x1000, event_idx: bool = False) -> None:
+    def __init__(
+        self,
+        memory: bytearray | mmap.mmap,
+        size: int,
+        *,
+        base: int = 0x1000,
+        event_idx: bool = False,
+        heap: tuple[int, int] | None = None,
+    ) -> None:
         self.memory = memory
         self.size = size
         self.event_idx = event_idx
@@ -51,7 +61,8 @@ class GuestRing:
         self.avail = base + 16 * size
         used = self.avail + 2 * (3 + size)
         self.used = (used + 3) & ~3
-        self._heap = (self.used + 4 + 8 * size + 2 + 15) & ~15
+        start, self._heap_end = heap or ((self.used + 4 + 8 * size + 2 + 15) & ~15, len(memory))
+        self._heap = self._heap_start = start
         self._free = list(range(size))
         self.avail_idx = 0
         self.last_used = 0
@@ -69,13 +80,20 @@ class GuestRing:
             **kwargs,  # type: ignore[arg-type]
         )
 
+    @property
+    def free_descriptors(self) -> int:
+        return len(self._free)
+
     # ------------------------------------------------------------ memory
 
     def alloc(self, length: int, data: bytes = b"") -> int:
-        """``length`` bytes of heap (16-aligned), filled with ``data``; returns the GPA."""
+        """``length`` bytes of heap (16-aligned), filled with ``data``; returns the GPA. The heap is
+        a ring: once full it starts again at the bottom, so keep fewer bytes in flight than it holds."""
+        if self._heap + length > self._heap_end:  # wrap: tests recycle buffers in order
+            self._heap = self._heap_start
         gpa = self._heap
         self._heap = (self._heap + max(length, 1) + 15) & ~15
-        if self._heap > len(self.memory):
+        if self._heap > self._heap_end:
             raise MemoryError("guest heap exhausted")
         self.memory[gpa : gpa + len(data)] = data
         return gpa

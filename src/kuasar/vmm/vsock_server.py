@@ -93,6 +93,7 @@ class VsockDevice:
         self._listeners: list[socket.socket] = []
         self._wake_r, self._wake_w = socket.socketpair()
         self._running = False
+        self._busy = False
         self._online = self.muxer.online = False
 
     # ------------------------------------------------------------------ lifetime
@@ -125,6 +126,8 @@ class VsockDevice:
         while self._running:
             deadline = self.muxer.tick(self._clock())
             timeout = None if deadline is None else max(deadline - self._clock(), 0.0)
+            if self._busy:  # the last batch stopped at its bound: look again at once
+                timeout = 0.0
             for key, mask in self._selector.select(timeout):
                 callback: _Callback = key.data
                 callback(mask)
@@ -235,10 +238,12 @@ class VsockDevice:
 
     def _pump(self) -> None:
         """One batch: drain tx, fill rx, interrupt the guest once per queue, sync host sockets."""
+        self._busy = True
         for _ in range(64):  # bounded: a guest that keeps the rings busy still lets sockets run
+            self._sync_links()  # may queue packets (credit updates after writes to the host)
             moved = self._ring(TX, self._drain_tx) + self._ring(RX, self._fill_rx)
-            self._sync_links()
-            if not moved:
+            if not moved and not self.muxer.changed:
+                self._busy = False
                 break
         for index in (RX, TX):
             queue = self._queue(index)
