@@ -20,7 +20,7 @@ from typing import Any
 
 from kuasar import __version__
 from kuasar.ctl import output
-from kuasar.ctl.commands import completion, containers, cp, exec_cmd, info, logs, ps, sandbox
+from kuasar.ctl.commands import agent_cmd, completion, containers, cp, exec_cmd, info, logs, ps, sandbox
 from kuasar.ctl.parser import VERBOSE_DEST, CommandParser, verbosity
 from kuasar.errors import Interrupted, KuasarError
 
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="run 'kuasarctl COMMAND --help' for its flags"
     )
-    for module in (exec_cmd, ps, info, logs, cp, containers, sandbox, completion):
+    for module in (exec_cmd, ps, info, logs, cp, containers, sandbox, agent_cmd, completion):
         module.register(commands)
     return parser
 

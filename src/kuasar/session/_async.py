@@ -107,6 +107,12 @@ class Session:
             self._client.close()
             await self._client.wait_closed()
 
+    @property
+    def client(self) -> Client | None:
+        """The ttrpc client of the agent port, whatever the guest kind (``None``: nothing answered
+        there). For raw calls (``kuasarctl agent``); the session still owns and closes it."""
+        return self._client
+
     # -- paths -----------------------------------------------------------------------------------
 
     def paths(self) -> tuple[ExecPath, ...]:
