@@ -125,7 +125,8 @@ class CallResult:
             data["response"] = self.responses
         else:
             data["response"] = self.responses[0] if self.ok and self.responses else None
-        data["auto"] = {filled.field: filled.value for filled in self.auto}
+        sent = (self.requests or [{}])[0]  # the values as protobuf JSON spells them (int64 as text)
+        data["auto"] = {filled.field: sent.get(filled.field, filled.value) for filled in self.auto}
         if self.local:
             data["local"] = True
         return data
@@ -152,14 +153,12 @@ def not_served_hint(result: CallResult, kind: str | None) -> str | None:
 
 def render_text(result: CallResult, kind: str | None = None) -> str:
     """The text form: a status line, then the response as indented JSON (unary calls)."""
-    head = f"{result.method.path}: {result.status}"
-    if not result.ok:
-        head += f" ({result.code})"
-        if result.message:
-            head += f": {result.message}"
+    head = f"{result.method.path}: {result.status}" + ("" if result.ok else f" ({result.code})")
     if result.method.server_streaming:
         count = len(result.responses)
-        head += f", {count} message{'s' * (count != 1)}"
+        head += f"{',' if result.ok else ' after'} {count} message{'s' * (count != 1)}"
+    if not result.ok and result.message:
+        head += f": {result.message}"
     lines = [f"{head} [{_elapsed(result.elapsed)}]"]
     hint = None if result.ok else not_served_hint(result, kind)
     if hint:
