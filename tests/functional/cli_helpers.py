@@ -98,3 +98,16 @@ def pids_with_cmdline(token: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+#: Runs ``kuasar.ctl.main.main(argv)`` as ``kuasarctl`` does, then writes every loaded module's name.
+DUMP_MODULES = """
+import sys
+from kuasar.ctl.main import main
+try:
+    code = main(sys.argv[2:])
+finally:
+    with open(sys.argv[1], "w") as file:
+        file.write("\\n".join(sorted(sys.modules)))
+sys.exit(code)
+"""

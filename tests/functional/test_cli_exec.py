@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.functional.cli_helpers import (
+    DUMP_MODULES,
     EXIT_CASES,
     KUASARCTL,
     LocalSandbox,
@@ -195,18 +196,6 @@ def test_long_stdin_lines_and_binary_stdin_arrive_whole(sandbox: LocalSandbox) -
     assert result.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
 
 
-#: Runs ``kuasar.ctl.main.main(argv)`` as ``kuasarctl`` does, then writes every loaded module's name.
-_DUMP_MODULES = """
-import sys
-from kuasar.ctl.main import main
-try:
-    code = main(sys.argv[2:])
-finally:
-    with open(sys.argv[1], "w") as file:
-        file.write("\\n".join(sorted(sys.modules)))
-sys.exit(code)
-"""
-
 #: What ``exec --console`` never loads: the event loop (it runs on the blocking driver), the agent
 #: API's stack (protobuf and all that is built on it), the guest agent, and the machinery of other
 #: subcommands (local sandboxes, cp's tar code).
@@ -230,7 +219,7 @@ def test_console_exec_imports_no_protobuf(sandbox: LocalSandbox, tmp_path: Path)
     flags = ["--console", "-i", "-e", "A=x", "-d", sandbox.root]
     command = [sandbox.id, "sh", "-c", 'cat; echo "$A"']
     result = subprocess.run(
-        [sys.executable, "-c", _DUMP_MODULES, str(dump), "exec", *flags, *command],
+        [sys.executable, "-c", DUMP_MODULES, str(dump), "exec", *flags, *command],
         input=b"in\n",
         capture_output=True,
         timeout=60,

@@ -16,10 +16,18 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from tests.functional.cli_helpers import EXIT_CASES, KUASARCTL, LocalSandbox, local_sandbox, short_tmpdir
+from tests.functional.cli_helpers import (
+    DUMP_MODULES,
+    EXIT_CASES,
+    KUASARCTL,
+    LocalSandbox,
+    local_sandbox,
+    short_tmpdir,
+)
 from tests.functional.tmux_helpers import Tmux, shows_prompt, wait_for
 
 _HELPER = """
@@ -282,3 +290,25 @@ def test_interactive_pty_size_follows_the_window(sandbox: LocalSandbox, tmux: Tm
     tmux("send-keys", f"{poll}; stty size | tr ' ' x", "Enter")
     assert wait_for(lambda: "40x120" in screen()), screen()
     tmux("send-keys", "exit", "Enter")
+
+
+def test_api_exec_runs_without_asyncio_or_protobuf(sandbox: LocalSandbox, tmp_path: Path) -> None:
+    """The one-shot API path is the blocking driver over kuasar.wire: issue 12's import budget."""
+    dump = tmp_path / "modules.txt"
+    command = ["exec", "-i", "--agent", "-d", sandbox.root, sandbox.id, "sh", "-c", "cat; echo err >&2"]
+    result = subprocess.run(
+        [sys.executable, "-c", DUMP_MODULES, str(dump), *command],
+        input=b"in\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"in\n", b"err\n")
+    loaded = set(dump.read_text().split())
+    assert {"kuasar.session._process", "kuasar.ttrpc.blocking", "kuasar.wire"} <= loaded  # it ran
+    heavy = sorted(
+        name
+        for name in loaded
+        if name.split(".")[0] in {"asyncio", "google"} or name.startswith("kuasar.proto")
+    )
+    assert heavy == []

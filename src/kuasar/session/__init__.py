@@ -20,10 +20,11 @@ from kuasar.session._target import GuestTarget
 if TYPE_CHECKING:
     from kuasar.session._async import Session, identify
     from kuasar.ttrpc import Client as Connection  # the type of Session.guest.client (typing only)
+    from kuasar.ttrpc.blocking import BlockingClient as AgentConnection  # BlockingSession's
 
 __all__ = ["ExecPath", "GuestKind", "GuestTarget", "Session", "identify"]
 if TYPE_CHECKING:
-    __all__ += ["Connection"]
+    __all__ += ["AgentConnection", "Connection"]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,12 +15,14 @@ from typing import TYPE_CHECKING
 
 from kuasar import transport
 from kuasar.address import Address
-from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
+from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
 from kuasar.session import _diagnose
-from kuasar.session._probe import OK, Answer, ExecPath, GuestKind, GuestProbe, exec_paths
+from kuasar.session._probe import ExecPath, GuestKind, GuestProbe, RawPayload, console_dial, exec_paths
 from kuasar.session._target import GuestTarget
-from kuasar.session._vm_process import parse_failure, vm_process_command
+from kuasar.session._vm_process import METHOD as VM_METHOD
+from kuasar.session._vm_process import SERVICE as VM_SERVICE
+from kuasar.session._vm_process import vm_process_request, vm_process_result
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,7 +36,6 @@ OutputCallback = Callable[[int, bytes], Awaitable[None]]
 
 #: Budget of each probe step (dial + handshake, then each call).
 PROBE_TIMEOUT = DEFAULT_LIMITS.probe_timeout
-_UNKNOWN = 2
 
 
 class Session:
@@ -142,13 +143,10 @@ class Session:
         Raises:
             KuasarError: with the diagnosis that fits (see ``kuasar.session._diagnose``).
         """
-        booting = self.kind is GuestKind.NONE
+        budget, retry = console_dial(self.kind, connect_timeout)
         try:
             return await transport.dial(
-                self.target.console,
-                limits=self.limits,
-                connect_timeout=connect_timeout if booting else min(connect_timeout or 1.0, 1.0),
-                retry=booting,
+                self.target.console, limits=self.limits, connect_timeout=budget, retry=retry
             )
         except TransportError as exc:
             raise self.console_error(exc) from exc
@@ -156,9 +154,7 @@ class Session:
     def console_error(self, error: TransportError) -> KuasarError:
         """The diagnosis for a console dial that failed with ``error``."""
         port = getattr(self.target.console, "port", CONSOLE_PORT)
-        if self.kind is GuestKind.NONE:
-            return _diagnose.unreachable(self.target.label, self.api_error, error, (AGENT_PORT, port))
-        return _diagnose.console_closed(self.target.label, self.kind, port, error)
+        return _diagnose.console_error(self.target.label, self.kind, self.api_error, error, port)
 
     async def run(
         self,
@@ -248,29 +244,24 @@ class Session:
             DeadlineExceeded: ``timeout`` expired.
             KuasarError: the guest has no SandboxService, or the call failed otherwise.
         """
-        from kuasar.proto import sandbox_pb2
-        from kuasar.remote_process import CompletedProcess
+        from kuasar.wire import ExecVMProcessRequest, ExecVMProcessResponse
 
         if self._client is None:
             raise self._no_api("ExecVMProcess")
-        command = vm_process_command(argv, env=env, cwd=cwd)
-        request = sandbox_pb2.ExecVMProcessRequest(command=command, stdin=input)
+        command, request = vm_process_request(argv, input=input, env=env, cwd=cwd)
         try:
             reply = await self._client.call(
-                "grpc.SandboxService",
-                "ExecVMProcess",
-                request,
-                sandbox_pb2.ExecVMProcessResponse,
+                VM_SERVICE,
+                VM_METHOD,
+                ExecVMProcessRequest.decode(request),
+                ExecVMProcessResponse,
                 timeout=timeout,
             )
         except RPCError as exc:
-            failure = parse_failure(exc.message, command)
-            if failure is None:
-                raise
-            return CompletedProcess(_argv(argv), failure.exit_code, stderr=failure.stderr)
+            return vm_process_result(argv, command, error=exc)
         except DeadlineExceeded:
             raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
-        return CompletedProcess(_argv(argv), 0, stdout=reply.out.encode("utf-8", "surrogateescape"))
+        return vm_process_result(argv, command, reply=reply.encode())
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,32 +334,16 @@ def _argv(argv: Sequence[str | bytes]) -> tuple[str, ...]:
 
 async def _identify(client: Client, timeout: float) -> tuple[GuestKind, TransportError | None]:  # noqa: ASYNC109
     """Drive :class:`GuestProbe` over ``client``."""
-    from google.protobuf import empty_pb2
-
-    from kuasar.proto import health_pb2
-
     probe = GuestProbe()
     while (call := probe.next_call()) is not None:
-        first = not probe.answers
-        response_type = health_pb2.HealthCheckResponse if call.method == "Check" else empty_pb2.Empty
         try:
-            reply = await client.call(
-                call.service, call.method, empty_pb2.Empty(), response_type, timeout=timeout
-            )
-        except RPCError as exc:
-            probe.receive(Answer(exc.code, exc.message))
-            continue
+            reply = await client.call(call.service, call.method, RawPayload(), RawPayload, timeout=timeout)
         except KuasarError as exc:
-            if first:  # something accepted the port but does not answer ttrpc
-                probe.unreachable()
-                error = exc if isinstance(exc, TransportError) else TransportError(str(exc))
-                return GuestKind.NONE, error
-            probe.receive(Answer(_UNKNOWN, str(exc)))
+            probe.receive_error(exc)
             continue
-        serving = isinstance(reply, health_pb2.HealthCheckResponse) and reply.status == reply.SERVING
-        probe.receive(Answer(OK, serving=serving and call.service == "grpc.Health"))
+        probe.receive_reply(reply.data)
     assert probe.kind is not None
-    return probe.kind, None
+    return probe.kind, probe.error
 
 
 async def identify(

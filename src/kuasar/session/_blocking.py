@@ -1,33 +1,164 @@
-"""The blocking driver of the guest session, for one-shot CLI runs: dial a guest's debug console
-with the same diagnosis as the asyncio session, without an event loop.
+"""The blocking driver of the guest session, for one-shot CLI runs: the same probe, paths and
+diagnosis as the asyncio :class:`kuasar.session.Session`, on plain sockets.
 
-Layer contract: ``kuasar.transport.blocking`` (dial) and the sans-IO ``_diagnose`` / ``_target``;
-no asyncio, no protobuf (``kuasarctl exec --console``'s fast path).
+Layer contract: ``kuasar.transport.blocking`` (dial), ``kuasar.ttrpc.blocking`` (calls) and the
+sans-IO ``_probe`` / ``_diagnose`` / ``_target`` / ``_vm_process``. No asyncio, no protobuf
+(``kuasarctl exec``'s fast path).
 """
 
 from __future__ import annotations
 
 import socket
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
-from kuasar.errors import TransportError
-from kuasar.session._diagnose import unreachable
+from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
+from kuasar.session import _diagnose
+from kuasar.session._probe import ExecPath, GuestKind, GuestProbe, console_dial, exec_paths
 from kuasar.session._target import GuestTarget
+from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_process_result
+
+if TYPE_CHECKING:
+    from kuasar.remote_exec import CompletedProcess
+    from kuasar.ttrpc.blocking import BlockingClient
+
+
+class BlockingSession:
+    """One guest, probed once, on blocking sockets. Use ``with BlockingSession.open(target) as s``.
+
+    Attributes:
+        target: where the guest is.
+        kind: what answered on its agent port.
+        api_error: why nothing answered there (``kind`` is ``NONE``), else ``None``.
+        client: the connection to the agent port, when something answered ttrpc there.
+    """
+
+    def __init__(
+        self,
+        target: GuestTarget,
+        kind: GuestKind,
+        *,
+        client: BlockingClient | None = None,
+        api_error: TransportError | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.target = target
+        self.kind = kind
+        self.client = client
+        self.api_error = api_error
+        self.limits = limits
+
+    @classmethod
+    def open(
+        cls, target: GuestTarget, *, probe_timeout: float | None = None, limits: Limits = DEFAULT_LIMITS
+    ) -> BlockingSession:
+        """Probe ``target``'s agent port once (no retry), as :meth:`Session.open` does."""
+        from kuasar.transport import blocking
+        from kuasar.ttrpc.blocking import BlockingClient
+
+        budget = limits.probe_timeout if probe_timeout is None else probe_timeout
+        if target.api is None:
+            return cls(target, GuestKind.NONE, limits=limits)
+        try:
+            sock = blocking.dial(target.api, limits=limits, connect_timeout=budget, retry=False)
+        except TransportError as exc:
+            return cls(target, GuestKind.NONE, api_error=exc, limits=limits)
+        client = BlockingClient(sock, limits=limits)
+        probe = GuestProbe()
+        try:
+            while (call := probe.next_call()) is not None:
+                try:
+                    reply = client.call(call.service, call.method, b"", timeout=budget)
+                except KuasarError as exc:
+                    probe.receive_error(exc)
+                    continue
+                probe.receive_reply(reply)
+        except BaseException:
+            client.close()
+            raise
+        assert probe.kind is not None
+        if probe.kind is GuestKind.NONE:
+            client.close()
+            return cls(target, probe.kind, api_error=probe.error, limits=limits)
+        return cls(target, probe.kind, client=client, limits=limits)
+
+    def __enter__(self) -> BlockingSession:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+    def paths(self) -> tuple[ExecPath, ...]:
+        """The exec paths this guest may offer, best first."""
+        return exec_paths(self.kind)
+
+    def require_api(self, why: str) -> BlockingClient:
+        """The connection to our agent API, or the error saying why ``why`` needs it."""
+        if self.kind is not GuestKind.KUASAR_AGENT or self.client is None:
+            raise _diagnose.needs_api(self.target.label, self.kind, why)
+        return self.client
+
+    def interactive_needs_console(self) -> KuasarError:
+        """The error for ``exec -it`` on a guest whose only path is ExecVMProcess."""
+        return _diagnose.interactive_needs_console(self.target.label)
+
+    def open_console(self, *, connect_timeout: float | None = None) -> socket.socket:
+        """Dial the debug console: retried only while the guest may still be booting (nothing
+        answered its agent port), one try otherwise.
+
+        Raises:
+            KuasarError: the diagnosis that fits (see ``kuasar.session._diagnose``).
+        """
+        from kuasar.transport import blocking
+
+        budget, retry = console_dial(self.kind, connect_timeout)
+        try:
+            return blocking.dial(self.target.console, limits=self.limits, connect_timeout=budget, retry=retry)
+        except TransportError as exc:
+            port = getattr(self.target.console, "port", CONSOLE_PORT)
+            raise _diagnose.console_error(self.target.label, self.kind, self.api_error, exc, port) from exc
+
+    def exec_vm_process(
+        self,
+        argv: Sequence[str | bytes],
+        *,
+        input: bytes = b"",
+        timeout: float | None = None,
+        env: Mapping[str, str | bytes] | None = None,
+        cwd: str | bytes = "",
+    ) -> CompletedProcess:
+        """Run ``argv`` through a stock vmm-task's ExecVMProcess (output when it ends).
+
+        Raises:
+            DeadlineExceeded: ``timeout`` expired.
+            KuasarError: no SandboxService there, or the call failed otherwise.
+        """
+        if self.client is None:
+            raise _diagnose.needs_api(self.target.label, self.kind, "ExecVMProcess")
+        command, request = vm_process_request(argv, input=input, env=env, cwd=cwd)
+        try:
+            reply = self.client.call(SERVICE, METHOD, request, timeout=timeout)
+        except RPCError as exc:
+            return vm_process_result(argv, command, error=exc)
+        except DeadlineExceeded:
+            raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
+        return vm_process_result(argv, command, reply=reply)
 
 
 def open_console(
     target: GuestTarget, *, connect_timeout: float | None = None, limits: Limits = DEFAULT_LIMITS
 ) -> socket.socket:
-    """Dial ``target``'s debug console (retried within ``connect_timeout`` while nothing listens:
-    without a probe the guest may still be booting). Returns a connected blocking socket.
+    """Dial ``target``'s debug console without probing (``exec --console``): retried within
+    ``connect_timeout`` while nothing listens, as the guest may still be booting.
 
     Raises:
-        KuasarError: the diagnosis of what the VMM socket did (see ``kuasar.session._diagnose``).
+        KuasarError: the diagnosis of what the VMM socket did.
     """
-    from kuasar.transport import blocking
-
-    try:
-        return blocking.dial(target.console, limits=limits, connect_timeout=connect_timeout)
-    except TransportError as exc:
-        port = getattr(target.console, "port", CONSOLE_PORT)
-        raise unreachable(target.label, None, exc, (0, port)) from exc
+    return BlockingSession(target, GuestKind.NONE, limits=limits).open_console(
+        connect_timeout=connect_timeout
+    )

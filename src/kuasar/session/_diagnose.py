@@ -124,3 +124,12 @@ def needs_api(label: str, kind: GuestKind, why: str) -> KuasarError:
             "Drop --agent/-u/--container/--tty to exec over the debug console (or ExecVMProcess).",
         ],
     )
+
+
+def console_error(
+    label: str, kind: GuestKind, api_error: TransportError | None, error: TransportError, port: int
+) -> KuasarError:
+    """The diagnosis for a console dial that failed with ``error``, knowing what the probe found."""
+    if kind is GuestKind.NONE:
+        return unreachable(label, api_error, error, (1024, port))
+    return console_closed(label, kind, port, error)

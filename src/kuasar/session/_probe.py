@@ -1,10 +1,10 @@
 """What answers on a guest's agent port, sans-IO: the probe's calls, how each answer is read, the
 guest kinds, and the exec paths each kind offers.
 
-Layer contract: bottom of ``kuasar.session``; ``kuasar.errors`` only — no asyncio, no sockets, no
-protobuf. Every probe request is an empty message (empty bytes), and the one answer whose content
-matters (``grpc.Health/Check``'s status) is read by the driver, so drivers of any IO model share
-this logic unchanged.
+Layer contract: bottom of ``kuasar.session``; ``kuasar.errors`` and ``kuasar.wire`` — no asyncio,
+no sockets, no protobuf. Every probe request is an empty message (empty bytes), every answer is
+read here (:meth:`GuestProbe.receive_reply` / :meth:`GuestProbe.receive_error`), so drivers of any
+IO model only make the calls.
 
 The probe (design.md "Guests in the field")::
 
@@ -20,9 +20,13 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Self
+
+from kuasar.errors import KuasarError, RPCError, TransportError
+from kuasar.wire import HealthCheckResponse
 
 #: gRPC status codes the probe reads (numbers as on the wire).
-OK, INVALID_ARGUMENT, UNIMPLEMENTED = 0, 3, 12
+OK, _UNKNOWN, INVALID_ARGUMENT, UNIMPLEMENTED = 0, 2, 3, 12
 #: grpc.health.v1 ``HealthCheckResponse.ServingStatus.SERVING``.
 SERVING = 1
 AGENT_SERVICE = "kuasar.agent.v1.Agent"
@@ -101,15 +105,34 @@ class GuestProbe:
         self._pending: Call | None = _CHECK
         self.kind: GuestKind | None = None
         self.answers: list[tuple[Call, Answer]] = []
+        #: Why nothing answered, when ``kind`` is ``NONE``.
+        self.error: TransportError | None = None
 
     def next_call(self) -> Call | None:
         """The call to make now, or ``None`` once the kind is known."""
         return self._pending
 
-    def unreachable(self) -> None:
+    def unreachable(self, error: TransportError | None = None) -> None:
         """Nothing answered on the agent port (dial or handshake failed, or no ttrpc there)."""
         self._pending = None
         self.kind = GuestKind.NONE
+        self.error = error
+
+    def receive_reply(self, payload: bytes) -> None:
+        """The pending call answered OK with ``payload``."""
+        call = self._pending
+        serving = call == _CHECK and HealthCheckResponse.decode(payload).status == SERVING
+        self.receive(Answer(OK, serving=serving))
+
+    def receive_error(self, error: KuasarError) -> None:
+        """The pending call failed: a status is an answer; anything else on the first call means
+        no ttrpc server answers there (the port accepted, then closed, stalled or spoke garbage)."""
+        if isinstance(error, RPCError):
+            self.receive(Answer(error.code, error.message))
+        elif not self.answers:
+            self.unreachable(error if isinstance(error, TransportError) else TransportError(str(error)))
+        else:
+            self.receive(Answer(_UNKNOWN, str(error)))
 
     def receive(self, answer: Answer) -> None:
         """The answer to :meth:`next_call`'s call."""
@@ -133,6 +156,20 @@ class GuestProbe:
         return None, GuestKind.VMM_TASK if ok else GuestKind.TTRPC
 
 
+class RawPayload:
+    """A message that is its bytes: what the probe sends (empty) and what it reads back."""
+
+    def __init__(self, data: bytes = b"") -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+    @classmethod
+    def FromString(cls, data: bytes, /) -> Self:
+        return cls(data)
+
+
 def exec_paths(kind: GuestKind) -> tuple[ExecPath, ...]:
     """The exec paths to try for ``kind``, best first (the console is tried only if it answers)."""
     if kind is GuestKind.KUASAR_AGENT:
@@ -140,3 +177,13 @@ def exec_paths(kind: GuestKind) -> tuple[ExecPath, ...]:
     if kind is GuestKind.VMM_TASK:
         return (ExecPath.CONSOLE, ExecPath.VM_PROCESS)
     return (ExecPath.CONSOLE,)
+
+
+def console_dial(kind: GuestKind, connect_timeout: float | None) -> tuple[float | None, bool]:
+    """(budget, retry) for dialing the console: retried within ``connect_timeout`` only while the
+    guest may still be booting (nothing answered its agent port); one short try otherwise —
+    vmm-task starts its console before its ttrpc server, so once the agent port answered, a
+    closed console is final."""
+    if kind is GuestKind.NONE:
+        return connect_timeout, True
+    return min(connect_timeout or 1.0, 1.0), False

@@ -17,7 +17,13 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from kuasar import wire
 from kuasar.console import shell_command
+from kuasar.errors import RPCError
+from kuasar.remote_exec import CompletedProcess
+
+SERVICE = "grpc.SandboxService"
+METHOD = "ExecVMProcess"
 
 _DEBUG_STRING = re.compile(r'^\s*\w+\("(?P<inner>.*)"\)\s*$', re.DOTALL)
 _ESCAPE = re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|.)", re.DOTALL)
@@ -73,3 +79,33 @@ def parse_failure(message: str, command: str = "") -> VmProcessFailure | None:
     if failed is None:
         return None
     return VmProcessFailure(int(failed.group("code")), failed.group("stderr").encode("utf-8", "replace"))
+
+
+def vm_process_request(
+    argv: Sequence[str | bytes],
+    *,
+    input: bytes = b"",
+    env: Mapping[str, str | bytes] | None = None,
+    cwd: str | bytes = "",
+) -> tuple[str, bytes]:
+    """(the command string, the encoded ``ExecVMProcessRequest``) for ``argv``."""
+    command = vm_process_command(argv, env=env, cwd=cwd)
+    return command, wire.ExecVMProcessRequest(command=command, stdin=input).encode()
+
+
+def vm_process_result(
+    argv: Sequence[str | bytes], command: str, *, reply: bytes | None = None, error: RPCError | None = None
+) -> CompletedProcess:
+    """The outcome of an ExecVMProcess call from its reply payload or its error status.
+
+    Raises:
+        RPCError: ``error`` when it is not one of ExecVMProcess's "failed with exit code" errors.
+    """
+    names = tuple(arg if isinstance(arg, str) else arg.decode(errors="surrogateescape") for arg in argv)
+    if error is not None:
+        failure = parse_failure(error.message, command)
+        if failure is None:
+            raise error
+        return CompletedProcess(names, failure.exit_code, stderr=failure.stderr)
+    out = wire.ExecVMProcessResponse.decode(reply or b"").out
+    return CompletedProcess(names, 0, stdout=out.encode("utf-8", "surrogateescape"))

@@ -55,6 +55,14 @@ class Finished:
 Event = Message | Finished
 
 
+def _request_flags(client_streaming: bool, server_streaming: bool) -> int:
+    """A Request frame's flags (SPEC.md §8): a client stream stays open (its payload is empty and
+    its messages follow as Data); a server-only stream is closed from the client's side at once."""
+    if client_streaming:
+        return Flags.REMOTE_OPEN | Flags.NO_DATA
+    return Flags.REMOTE_CLOSED if server_streaming else Flags.NONE
+
+
 def decode_status(data: bytes) -> bytes:
     """A Response frame's payload, or its non-OK status raised as ``RPCError``."""
     response = Response.decode(data)
@@ -110,8 +118,7 @@ class ClientCore:
             raise ProtocolError("ttrpc: stream ids exhausted on this connection")
         self._next_id += 2
         self._server_streaming[stream_id] = server_streaming
-        flags = Flags.REMOTE_OPEN if client_streaming else Flags.NONE
-        self._frame(stream_id, FrameType.REQUEST, flags, request)
+        self._frame(stream_id, FrameType.REQUEST, _request_flags(client_streaming, server_streaming), request)
         return stream_id
 
     def send(self, stream_id: int, payload: bytes) -> None:
@@ -126,6 +133,11 @@ class ClientCore:
     def abandon(self, stream_id: int) -> None:
         """Forget a call: later frames for it are dropped."""
         self._server_streaming.pop(stream_id, None)
+
+    def unsend(self, data: bytes) -> None:
+        """Put bytes a driver took but could not write back at the front of the queue (frames must
+        reach the socket whole and in order)."""
+        self._out[:0] = data
 
     def data_to_send(self) -> bytes:
         """Everything queued for the socket."""

@@ -6,8 +6,6 @@ codes. The client decides when to trace (once per call); this module only format
 
 from __future__ import annotations
 
-import asyncio
-
 from kuasar._log import Span
 from kuasar.errors import DeadlineExceeded, RPCError
 from kuasar.ttrpc.codes import Code
@@ -24,7 +22,7 @@ def outcome(exc: BaseException) -> str:
         return f"{name}: {exc.message}" if exc.message else name
     if isinstance(exc, DeadlineExceeded):
         return "DEADLINE_EXCEEDED (local timeout)"
-    if isinstance(exc, asyncio.CancelledError):
+    if type(exc).__name__ == "CancelledError":  # asyncio's, without importing asyncio here
         return "CANCELLED (local)"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 

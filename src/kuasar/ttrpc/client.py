@@ -56,6 +56,7 @@ class Message(Protocol):
         """Parse wire bytes."""
         ...
 
+
 Metadata = Sequence[tuple[str, str]]
 
 _log = get_logger("kuasar.ttrpc.client")

@@ -7,8 +7,9 @@ generated stubs.
 
 It covers the ttrpc envelope (:class:`Request`, :class:`Response`, :class:`Status`,
 :class:`KeyValue`, :class:`AnyMessage`), ``grpc.Health`` (:class:`CheckRequest`,
-:class:`HealthCheckResponse`), ``Ping``, ``ExecVMProcess`` (a stock vmm-task's one-shot exec) and the Exec stream (:class:`ExecInput`, :class:`ExecStart`,
-:class:`TerminalSize`, :class:`ExecOutput`, :class:`ExecStarted`, :class:`ExitStatus`). Each is a
+:class:`HealthCheckResponse`), ``Ping``, ``ExecVMProcess`` (a stock vmm-task's one-shot exec)
+and the Exec stream (:class:`ExecInput`, :class:`ExecStart`, :class:`TerminalSize`,
+:class:`ExecOutput`, :class:`ExecStarted`, :class:`ExitStatus`). Each is a
 frozen, slotted record (dataclass-like, without the cost of creating dataclasses) with
 ``encode() -> bytes`` and ``decode(data) -> Self``. It must stay
 byte-identical to the generated stubs in both directions; ``tests/unit/test_wire_codec.py`` proves

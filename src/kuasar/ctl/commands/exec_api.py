@@ -1,38 +1,82 @@
-"""``kuasarctl exec`` over our agent API (``kuasar.agent.v1.Agent/Exec``): stdin, separate stdout
-and stderr, a PTY with live resize, Ctrl-C forwarded as SIGINT, the detach key.
+"""``kuasarctl exec`` over our agent API (``kuasar.agent.v1.Agent/Exec``) on the blocking driver:
+stdin, separate stdout and stderr, a PTY with live resize, Ctrl-C forwarded as SIGINT, the detach key.
 
-Layer contract: ``kuasar.ctl`` only; a connected :class:`kuasar.guest.Guest` from the session, the
-local terminal (``kuasar.ctl.terminal``) and fds (``kuasar.ctl.stdio``).
+Layer contract: ``kuasar.ctl`` only; the session's :class:`~kuasar.session._process.BlockingProcess`
+(the Exec stream on a probed blocking connection) and ``selectors`` over it, stdin and a signal
+wake-up pipe; the local terminal. No asyncio, no protobuf. Leaving before the process exited
+(detach, timeout, error) sends it SIGKILL.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import selectors
+import signal
 import sys
-from typing import TYPE_CHECKING, Any
+import time
+from typing import TYPE_CHECKING
 
 from kuasar.config import DEFAULT_LIMITS
+from kuasar.console_sync import write_all
+from kuasar.errors import DeadlineExceeded
+from kuasar.remote_exec import STDOUT, exec_start
+from kuasar.session._process import BlockingProcess
 
 if TYPE_CHECKING:
-    from asyncio import Event
-    from collections.abc import Awaitable, Callable
+    from kuasar.session import AgentConnection
 
-    from kuasar.guest import Guest
-    from kuasar.remote_process import RemoteProcess
-
-    Writer = Callable[[bytes], Awaitable[None]]
+READ_CHUNK = 256 * 1024
 
 
-async def run_api(
-    guest: Guest, args: argparse.Namespace, command: list[str], env: dict[str, str], escape: int | None
+class _Signals:
+    """SIGINT and SIGWINCH as flags, waking the selector through a pipe."""
+
+    def __init__(self, watched: tuple[int, ...]) -> None:
+        self.read_fd, self.write_fd = os.pipe()
+        os.set_blocking(self.read_fd, False)
+        os.set_blocking(self.write_fd, False)
+        self.pending: list[int] = []
+        self.watched = watched
+        self.previous = {signum: signal.signal(signum, self._note) for signum in watched}
+        self.wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+
+    def _note(self, signum: int, _frame: object) -> None:
+        self.pending.append(signum)
+
+    def take(self) -> list[int]:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self.read_fd, 1024)
+        taken, self.pending = self.pending, []
+        return taken
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.wakeup)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        os.close(self.read_fd)
+        os.close(self.write_fd)
+
+
+def run_api(
+    client: AgentConnection,
+    args: argparse.Namespace,
+    command: list[str],
+    env: dict[str, str],
+    *,
+    escape: int | None,
+    deadline: float | None,
 ) -> int:
-    import asyncio
-    import contextlib
-    import signal
+    """Run the command over the Exec stream; the kuasarctl exit code.
 
+    Raises:
+        DeadlineExceeded: ``deadline`` (``time.monotonic()``) passed first.
+        CommandNotFound, CommandNotExecutable, RPCError: the agent refused to start it.
+        ConnectionClosed, ProtocolError: the connection failed.
+    """
     from kuasar.console import DEFAULT_SHELL, command_argv
-    from kuasar.ctl import stdio, terminal
+    from kuasar.ctl import terminal
     from kuasar.ctl.main import exit_code_for
     from kuasar.errors import Interrupted
 
@@ -42,125 +86,163 @@ async def run_api(
     size_fd = stdin_fd if raw else stdout_fd
     if pty:
         env.setdefault("TERM", os.environ.get("TERM") or "xterm")
-    argv = command_argv(command) if command else DEFAULT_SHELL
-    out, err = stdio.FdWriter(stdout_fd), stdio.FdWriter(sys.stderr.fileno())
-    loop = asyncio.get_running_loop()
-    detached, interrupted = asyncio.Event(), asyncio.Event()
-    background: set[asyncio.Future[None]] = set()
-    process = guest.exec(
+    argv = command_argv(command) if command else list(DEFAULT_SHELL)
+    start = exec_start(
         argv,
-        tty=pty,
-        size=terminal.window_size(size_fd) if pty else None,
-        stdin=args.interactive,
-        env=env,
-        cwd=args.workdir,
+        env,
+        args.workdir,
         user=args.user,
+        tty=pty,
         container_id=args.container,
+        stdin=args.interactive,
+        size=terminal.window_size(size_fd) if pty else None,
     )
-
-    async def forward() -> None:
-        async for received in stdio.read_chunks(stdin_fd):
-            chunk = received
-            if raw and escape is not None and escape in chunk:
-                chunk = chunk[: chunk.index(escape)]
-                detached.set()
-            if chunk:
-                await process.write(chunk)
-            if detached.is_set():
-                return
-        if not raw:
-            await process.close_stdin()
-
-    def spawn(coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        background.add(task)
-        task.add_done_callback(background.discard)
-
-    def on_sigint() -> None:
-        if interrupted.is_set():  # the second Ctrl-C: stop waiting
-            detached.set()
-            return
-        interrupted.set()
-        spawn(process.send_signal(signal.SIGINT))
-
-    def on_winch() -> None:
-        spawn(process.resize(*terminal.window_size(size_fd)))
-
-    handlers: list[int] = []
+    process = BlockingProcess(client, start)
+    watched = (() if raw else (signal.SIGINT,)) + ((signal.SIGWINCH,) if pty and os.isatty(size_fd) else ())
     with contextlib.ExitStack() as stack:
         screen = stack.enter_context(terminal.raw_terminal(stdin_fd)) if raw else None
-        async with process:
-            if not raw:
-                loop.add_signal_handler(signal.SIGINT, on_sigint)
-                handlers.append(signal.SIGINT)
-            if pty and os.isatty(size_fd):
-                loop.add_signal_handler(signal.SIGWINCH, on_winch)
-                handlers.append(signal.SIGWINCH)
-            try:
-                if args.interactive:
-                    spawn(forward())
-                await _pump(process, out.write, err.write, detached=detached, interrupted=interrupted)
-            finally:
-                for signum in handlers:
-                    loop.remove_signal_handler(signum)
-                for task in list(background):
-                    task.cancel()
-                if background:
-                    await asyncio.wait(background)
-            finished = process.exited
-        if screen is not None and detached.is_set() and not finished:
-            screen.reset()
-    if detached.is_set() and not interrupted.is_set():
+        signals = _Signals(watched)
+        stack.callback(signals.close)
+        loop = _Loop(
+            process, signals, stdin_fd if args.interactive else None, deadline, raw=raw, escape=escape
+        )
+        try:
+            outcome = loop.run(stdout_fd, sys.stderr.fileno(), size_fd)
+        except BaseException:
+            process.kill()
+            raise
+        if outcome != "exited":
+            process.kill()
+            if screen is not None and outcome == "detached":
+                screen.reset()
+    if outcome == "detached":
         sys.stderr.write("\r\n[detached]\r\n")
         return 0
-    if interrupted.is_set():
+    if outcome == "interrupted":
         return exit_code_for(error=Interrupted("interrupted"))
-    if not finished:  # pragma: no cover - the pump only returns early on detach or interrupt
-        return exit_code_for(error=Interrupted("interrupted"))
-    result = process.result()
-    return exit_code_for(exit_status=result.exit_status, signal_number=result.signal)
+    assert process.exit is not None
+    status = process.exit
+    return exit_code_for(exit_status=None if status.signal else status.exit_code, signal_number=status.signal)
 
 
-async def _pump(
-    process: RemoteProcess, write_out: Writer, write_err: Writer, *, detached: Event, interrupted: Event
-) -> None:
-    """Copy output until the process exits, the user detaches, or a Ctrl-C's grace runs out."""
-    import asyncio
-
-    from kuasar.remote_process import STDERR
-
-    stop: asyncio.Future[Any] = asyncio.ensure_future(detached.wait())
-    interrupt: asyncio.Future[Any] | None = asyncio.ensure_future(interrupted.wait())
-    read: asyncio.Future[Any] | None = None
-    try:
-        while True:
-            if read is None:
-                read = asyncio.ensure_future(process.read())
-            waiting = {read, stop} if interrupt is None else {read, stop, interrupt}
-            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-            if interrupt is not None and interrupt in done:  # keep copying, for a while
-                interrupt = None
-                stop.cancel()
-                stop = asyncio.ensure_future(_either(detached, DEFAULT_LIMITS.interrupt_grace))
-                continue
-            if stop in done:
-                return
-            chunk = read.result()
-            read = None
-            if chunk is None:
-                return
-            await (write_err if chunk[0] == STDERR else write_out)(chunk[1])
-    finally:
-        pending = [task for task in (read, stop, interrupt) if task is not None]
-        for task in pending:
-            task.cancel()
-        await asyncio.wait(pending)
+#: Queued output to the agent above which stdin is not read until the socket has taken some.
+_HIGH_WATER = 1024 * 1024
 
 
-async def _either(event: Event, seconds: float) -> None:
-    import asyncio
-    import contextlib
+class _Loop:
+    """The selector loop: the agent's socket (read, and write while bytes wait), stdin (once the
+    process has started, while the queue is short), and the signal pipe."""
 
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
+    def __init__(
+        self,
+        process: BlockingProcess,
+        signals: _Signals,
+        stdin_fd: int | None,
+        deadline: float | None,
+        *,
+        raw: bool,
+        escape: int | None,
+    ) -> None:
+        self.process = process
+        self.signals = signals
+        self.stdin_fd = stdin_fd
+        self.stdin_open = stdin_fd is not None
+        self.stdin_always_ready = False  # a regular file: epoll refuses it, reads never block
+        self.deadline = deadline
+        self.raw = raw
+        self.escape = escape
+        self.selector = selectors.DefaultSelector()
+        self.interrupted_at: float | None = None
+
+    def run(self, stdout_fd: int, stderr_fd: int, size_fd: int) -> str:
+        """``exited``, ``detached`` or ``interrupted``."""
+        self.selector.register(self.process, selectors.EVENT_READ)
+        self.selector.register(self.signals.read_fd, selectors.EVENT_READ)
+        try:
+            while not self.process.ended:
+                self._interest()
+                timeout = self._timeout()
+                if self._stdin_wanted() and self.stdin_always_ready:
+                    timeout = 0
+                    if (outcome := self._read_stdin()) is not None:
+                        return outcome
+                for key, events in self.selector.select(timeout):
+                    if key.fileobj is self.process:
+                        for fd, data in self.process.on_ready(
+                            readable=bool(events & selectors.EVENT_READ),
+                            writable=bool(events & selectors.EVENT_WRITE),
+                        ):
+                            write_all(stdout_fd if fd == STDOUT else stderr_fd, data)
+                    elif key.fileobj == self.signals.read_fd:
+                        if (outcome := self._on_signals(size_fd)) is not None:
+                            return outcome
+                    elif (outcome := self._read_stdin()) is not None:
+                        return outcome
+                if self.interrupted_at is not None and time.monotonic() >= self._grace_end():
+                    return "interrupted"
+        finally:
+            self.selector.close()
+        return "interrupted" if self.interrupted_at is not None else "exited"
+
+    def _stdin_wanted(self) -> bool:
+        return self.stdin_open and bool(self.process.pid) and self.process.backlog < _HIGH_WATER
+
+    def _interest(self) -> None:
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.process.wants_write() else 0)
+        self.selector.modify(self.process, events)
+        if self.stdin_fd is None or self.stdin_always_ready:
+            return
+        registered = self.stdin_fd in self.selector.get_map()
+        if self._stdin_wanted() and not registered:
+            try:
+                self.selector.register(self.stdin_fd, selectors.EVENT_READ)
+            except PermissionError:
+                self.stdin_always_ready = True
+        elif registered and not self._stdin_wanted():
+            self.selector.unregister(self.stdin_fd)
+
+    def _on_signals(self, size_fd: int) -> str | None:
+        from kuasar.ctl import terminal
+
+        for signum in self.signals.take():
+            if signum == signal.SIGWINCH:
+                rows, cols = terminal.window_size(size_fd)
+                self.process.resize(rows, cols)
+            elif self.interrupted_at is not None:
+                return "interrupted"  # the second Ctrl-C: stop waiting
+            else:
+                self.interrupted_at = time.monotonic()
+                self.process.send_signal(signal.SIGINT)
+        return None
+
+    def _read_stdin(self) -> str | None:
+        """Forward one read of stdin; ``detached`` on the detach key."""
+        assert self.stdin_fd is not None
+        chunk = os.read(self.stdin_fd, READ_CHUNK)
+        if not chunk:
+            self.stdin_open = False
+            if self.stdin_fd in self.selector.get_map():
+                self.selector.unregister(self.stdin_fd)
+            if not self.raw:
+                self.process.close_stdin()
+            return None
+        if self.raw and self.escape is not None and self.escape in chunk:
+            self.process.write(chunk[: chunk.index(self.escape)])
+            return "detached"
+        self.process.write(chunk)
+        return None
+
+    def _grace_end(self) -> float:
+        assert self.interrupted_at is not None
+        return self.interrupted_at + DEFAULT_LIMITS.interrupt_grace
+
+    def _timeout(self) -> float | None:
+        now = time.monotonic()
+        bounds = []
+        if self.deadline is not None:
+            if now >= self.deadline:
+                raise DeadlineExceeded("timed out")
+            bounds.append(self.deadline - now)
+        if self.interrupted_at is not None:
+            bounds.append(max(self._grace_end() - now, 0))
+        return min(bounds) if bounds else None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from typing import TYPE_CHECKING, Any
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS
@@ -154,8 +155,8 @@ def _parse_env(items: list[str]) -> dict[str, str]:
 
 
 def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
-    """Check the arguments, then run: ``--console`` on the blocking driver (no asyncio, no
-    protobuf), everything else in the event loop (``kuasar.ctl.main`` runs the coroutine)."""
+    """Check the arguments, then run one sandbox's command on the blocking drivers (no asyncio, no
+    protobuf); ``--all`` returns the fan-out's coroutine (``kuasar.ctl.main`` runs it)."""
     from kuasar.ctl import terminal
 
     command: list[str] = list(args.command)
@@ -183,59 +184,60 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         if value
     ]
     target = _target(args)
-    if args.console:
-        from kuasar.ctl.commands import exec_console
-
-        return exec_console.run_blocking(args, target, command, env, escape)
-    return _run_async(args, target, command=command, env=env, escape=escape, api_only=api_only)
-
-
-async def _run_async(args: argparse.Namespace, target: GuestTarget, **options: Any) -> int:
+    deadline = time.monotonic() + args.timeout if args.timeout else None
     try:
-        async with _deadline(args.timeout):
-            return await _dispatch(args, target, **options)
-    except TimeoutError as exc:
-        if isinstance(exc, DeadlineExceeded):
-            raise
+        return _dispatch(
+            args, target, command=command, env=env, escape=escape, deadline=deadline, api_only=api_only
+        )
+    except DeadlineExceeded:
         raise DeadlineExceeded(f"timed out after {args.timeout:g} s") from None
 
 
-async def _dispatch(
+def _dispatch(
     args: argparse.Namespace,
     target: GuestTarget,
     *,
     command: list[str],
     env: dict[str, str],
     escape: int | None,
+    deadline: float | None,
     api_only: list[str],
 ) -> int:
-    """Open the guest session and run the command by the path the guest has (or the one forced)."""
-    from kuasar.ctl.commands import exec_api, exec_console
-    from kuasar.session import ExecPath, Session
+    """Probe the guest once (blocking session) and run the command by the path it has, or the one
+    forced. ``--console`` skips the probe altogether."""
+    from kuasar.ctl.commands import exec_console
+    from kuasar.session import ExecPath
+    from kuasar.session._blocking import BlockingSession, open_console
 
+    connect = args.connect_timeout if deadline is None else min(args.connect_timeout, args.timeout)
     forced = _forced_path(args)
+    if forced is ExecPath.CONSOLE:
+        sock = open_console(target, connect_timeout=connect)
+        return exec_console.run_console(sock, args, command, env, escape=escape, deadline=deadline)
     if forced is None and args.port is not None and not api_only:
         forced = ExecPath.CONSOLE  # -p names a debug console port: it means the console
-    async with await Session.open(target) as session:
+    from kuasar.ctl.commands import exec_api
+
+    with BlockingSession.open(target) as session:
         if forced is ExecPath.API or api_only:
-            guest = session.require_api("--agent" if forced is ExecPath.API else ", ".join(api_only))
-            return await exec_api.run_api(guest, args, command, env, escape)
+            client = session.require_api("--agent" if forced is ExecPath.API else ", ".join(api_only))
+            return exec_api.run_api(client, args, command, env, escape=escape, deadline=deadline)
         paths = (forced,) if forced is not None else session.paths()
         for path in paths:
-            if path is ExecPath.API and session.guest is not None:
-                return await exec_api.run_api(session.guest, args, command, env, escape)
+            if path is ExecPath.API and session.client is not None:
+                return exec_api.run_api(session.client, args, command, env, escape=escape, deadline=deadline)
             if path is ExecPath.CONSOLE:
                 try:
-                    streams = await session.open_console(connect_timeout=args.connect_timeout)
+                    sock = session.open_console(connect_timeout=connect)
                 except KuasarError:
                     if ExecPath.VM_PROCESS not in paths:
                         raise
                     if args.interactive and args.tty:
                         raise session.interactive_needs_console() from None
                     continue
-                return await exec_console.run_console_streams(args, streams, command, env, escape)
+                return exec_console.run_console(sock, args, command, env, escape=escape, deadline=deadline)
             if path is ExecPath.VM_PROCESS:
-                return await exec_console.run_vm_process(session, args, command, env)
+                return exec_console.run_vm_process(session, args, command, env, deadline)
     raise AssertionError("unreachable: every guest has the console path")  # pragma: no cover
 
 
@@ -249,10 +251,3 @@ def _forced_path(args: argparse.Namespace) -> ExecPath | None:
     if args.vm_process:
         return ExecPath.VM_PROCESS
     return None
-
-
-def _deadline(seconds: float | None) -> Any:
-    import asyncio
-    import contextlib
-
-    return asyncio.timeout(seconds) if seconds else contextlib.nullcontext()
