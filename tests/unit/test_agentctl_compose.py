@@ -4,10 +4,13 @@ without ``-n``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kuasar.agentctl import lexer
 from kuasar.agentctl.auto import AutoValues
@@ -305,3 +308,61 @@ def test_kata_messages_round_trip_through_json() -> None:
     assert (
         kata_agent_pb2.CopyFileRequest.FromString(request.messages[0].SerializeToString()).file_mode == 0o644
     )
+
+
+def test_well_known_requests_take_their_json_forms() -> None:
+    from google.protobuf import descriptor_pb2
+
+    proto = descriptor_pb2.FileDescriptorProto(
+        name="p.proto", package="p.v1", dependency=["google/protobuf/wrappers.proto"]
+    )
+    proto.service.add(name="S").method.add(
+        name="Echo", input_type=".google.protobuf.StringValue", output_type=".google.protobuf.StringValue"
+    )
+    catalog = CATALOG.with_descriptor_set(
+        descriptor_pb2.FileDescriptorSet(file=[proto]).SerializeToString(), "p"
+    )
+    (echo,) = catalog.candidates("p.v1.S/Echo")
+    for text in ('json://"hi"', 'json://{"value": "hi"}', "value=hi"):
+        request = compose(echo, lexer.split(text))
+        assert message_json(request.messages[0]) == "hi"  # type: ignore[comparison-overlap]
+    with pytest.raises(ArgumentError):
+        compose(echo, lexer.split("json://[1, 2]"))
+
+
+_WORDS = st.sampled_from(
+    [
+        "x=1",
+        "process.Args=[a,b]",
+        'json://{"a": 1}',
+        "json://[]",
+        "json://null",
+        'labels={"k": "v"}',
+        "data=hex:0g",
+        "0.start.argv=[x]",
+        "routes.Routes.0.dest=d",
+        "signal=usr1",
+        "cid=c",
+        "file:///nonexistent",
+        "id=",
+        "=x",
+        "'",
+        '"a b"',
+        "tail=-1",
+        "interface.IPAddresses.0.family=v6",
+        "resources={}",
+        "OCI.Process.Args=[sh]",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    method=st.sampled_from([m.path for s in CATALOG.services for m in s.methods]),
+    words=st.lists(_WORDS, max_size=4),
+)
+def test_any_command_composes_or_is_a_usage_error(method: str, words: list[str]) -> None:
+    from kuasar.agentctl.plan import Planner
+
+    with contextlib.suppress(UsageError):  # anything else (TypeError, KeyError...) fails the test
+        Planner(CATALOG).parse(" ".join([method, *words]))

@@ -13,6 +13,7 @@ them); otherwise the name is ambiguous and the user names the service.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,7 @@ class Catalog:
                 for dependency in proto.dependency:
                     if dependency not in known and dependency not in added:
                         # a well-known file the set left out (protoc without --include_imports)
+                        _load_well_known(dependency)
                         default = descriptor_pool.Default().FindFileByName(dependency)
                         pool.AddSerializedFile(default.serialized_pb)
                         added.add(dependency)
@@ -266,6 +268,16 @@ class Catalog:
         names = {m.path for s in self.services for m in s.methods}
         names |= {m.name for s in self.services for m in s.methods}
         return sorted(names | set(KATA_ALIASES))
+
+
+def _load_well_known(name: str) -> None:
+    """Import the stub of a ``google/protobuf/*.proto`` file, so the default pool has it."""
+    import importlib
+
+    stem = name.removeprefix("google/protobuf/").removesuffix(".proto")
+    if name.startswith("google/protobuf/") and stem.isidentifier():
+        with contextlib.suppress(ImportError):
+            importlib.import_module(f"google.protobuf.{stem}_pb2")
 
 
 def _closest(text: str, names: Sequence[str]) -> str:

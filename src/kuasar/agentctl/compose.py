@@ -60,6 +60,8 @@ _RANGES = {
 }
 _FLOATS = (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE)
 _MAX_SHOWN = 12
+#: What ``json_format.ParseDict`` raises on values of the wrong shape (not only ``ParseError``).
+_JSON_ERRORS = (json_format.ParseError, TypeError, ValueError, KeyError, AttributeError)
 
 ReadFile = Callable[[str], bytes]
 
@@ -129,6 +131,10 @@ class _Composer:
     def message(self, index: int) -> Message:
         if not self.streaming and index:
             raise self.error(f"message index {index}: {self.method.name} takes one request message")
+        if index > len(self.messages):
+            raise self.error(
+                f"message index {index}: there are {len(self.messages)}; the next is {len(self.messages)}"
+            )
         while len(self.messages) <= index:
             self.messages.append(self.type())
         return self.messages[index]
@@ -137,7 +143,12 @@ class _Composer:
 
     def document(self, value: Any, source: str) -> None:
         items = value if self.streaming and isinstance(value, list) else [value]
+        well_known = self.type.DESCRIPTOR.full_name.startswith("google.protobuf.")
         for item in items:
+            if well_known and not isinstance(item, dict):  # e.g. a StringValue's JSON is a string
+                index = len(self.messages) if self.streaming else 0
+                self.whole(self.message(index), item, source)
+                continue
             if not isinstance(item, dict):
                 kind = "a list of objects" if self.streaming else "an object"
                 raise self.error(f"{source}: the request must be {kind}, not {type(item).__name__}")
@@ -162,14 +173,32 @@ class _Composer:
             else:
                 self.set_json(message, fd, value, path, source)
 
+    def whole(self, message: Message, value: Any, source: str) -> None:
+        """Replace a well-known message with its JSON form (a wrapper's scalar, an Any's object)."""
+        pool: Any = message.DESCRIPTOR.file.pool
+        scratch = type(message)()
+        try:
+            json_format.ParseDict(value, scratch, descriptor_pool=pool)
+        except _JSON_ERRORS as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise self.error(f"{source}: not a {message.DESCRIPTOR.full_name}: {detail}") from None
+        message.CopyFrom(scratch)
+
     def set_json(self, message: Message, fd: FieldDescriptor, value: Any, path: str, source: str) -> None:
         """Replace one field with a JSON value, through ``json_format`` (so every type is covered)."""
+        if message.DESCRIPTOR.full_name.startswith("google.protobuf.") and fd.message_type is None:
+            # inside a well-known type json_format wants its special form; a plain field is simple
+            text = json.dumps(value) if isinstance(value, bool) else str(value)
+            if fd.type == FieldDescriptor.TYPE_BYTES and isinstance(value, str):
+                text = "base64:" + value
+            setattr(message, fd.name, self.scalar(fd, text, path))
+            return
         scratch = type(message)()
         pool: Any = message.DESCRIPTOR.file.pool
         try:
             json_format.ParseDict({fd.name: value}, scratch, descriptor_pool=pool)
-        except json_format.ParseError as exc:
-            detail = str(exc).splitlines()[0]
+        except _JSON_ERRORS as exc:
+            detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise self.error(f"{source}: field {path!r} ({type_name(fd)}): {detail}") from None
         message.ClearField(fd.name)
         if fd.is_repeated:

@@ -136,7 +136,12 @@ async def interact(
             note(f"connected to {label} ({kind or 'ttrpc'}); 'help' lists commands, 'quit' or Ctrl-D leaves")
         prompt = PROMPT if terminal else ""
         while not runner.quit:
-            line = await _read_line(prompt)
+            try:
+                line = await _read_line(prompt)
+            except asyncio.CancelledError:  # Ctrl-C at the prompt: end its line, then leave
+                if terminal:
+                    output.write_stdout("\n")
+                raise
             if line is None:
                 if terminal:
                     output.write_stdout("\n")
