@@ -106,6 +106,8 @@ import sys
 from kuasar.ctl.main import main
 try:
     code = main(sys.argv[2:])
+except SystemExit as exit:  # --help
+    code = exit.code
 finally:
     with open(sys.argv[1], "w") as file:
         file.write("\\n".join(sorted(sys.modules)))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional.cli_helpers import KUASARCTL, kuasarctl
+from tests.functional.cli_helpers import DUMP_MODULES, KUASARCTL, kuasarctl
 
 IFS = "\v"
 
@@ -225,28 +225,13 @@ def test_completion_rejects_other_shells() -> None:
     assert b"invalid choice: 'fish'" in result.stderr
 
 
-#: Runs ``kuasar.ctl.main.main(argv)`` as ``kuasarctl`` does, then writes every loaded module's name.
-_DUMP_MODULES = """
-import sys
-from kuasar.ctl.main import main
-try:
-    code = main(sys.argv[2:])
-except SystemExit as exit:
-    code = exit.code
-finally:
-    with open(sys.argv[1], "w") as file:
-        file.write("\\n".join(sorted(sys.modules)))
-sys.exit(code)
-"""
-
-
 @pytest.mark.parametrize("argv", [["--help"], ["ps", "-d", "ROOT"], ["exec", "--help"]])
 def test_argcomplete_is_not_loaded_outside_completion(argv: list[str], root: Path, tmp_path: Path) -> None:
     dump = tmp_path / "modules.txt"
     args = [str(root) if arg == "ROOT" else arg for arg in argv]
     env = {key: value for key, value in os.environ.items() if key != "_ARGCOMPLETE"}
     result = subprocess.run(
-        [sys.executable, "-c", _DUMP_MODULES, str(dump), *args],
+        [sys.executable, "-c", DUMP_MODULES, str(dump), *args],
         env=env,
         capture_output=True,
         timeout=30,
@@ -254,5 +239,5 @@ def test_argcomplete_is_not_loaded_outside_completion(argv: list[str], root: Pat
     )
     assert result.returncode == 0, result.stderr
     loaded = set(dump.read_text().split())
-    assert "kuasar.ctl.commands.completion" in loaded  # the command is registered
+    assert "kuasar.ctl.main" in loaded  # it ran
     assert not {name for name in loaded if name == "argcomplete" or name.startswith("argcomplete.")}

@@ -201,6 +201,7 @@ def test_long_stdin_lines_and_binary_stdin_arrive_whole(sandbox: LocalSandbox) -
 #: subcommands (local sandboxes, cp's tar code).
 NOT_ON_THE_CONSOLE_PATH = (
     "asyncio",
+    "logging",
     "google",
     "kuasar.proto",
     "kuasar.ttrpc",

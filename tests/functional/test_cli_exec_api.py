@@ -309,6 +309,6 @@ def test_api_exec_runs_without_asyncio_or_protobuf(sandbox: LocalSandbox, tmp_pa
     heavy = sorted(
         name
         for name in loaded
-        if name.split(".")[0] in {"asyncio", "google"} or name.startswith("kuasar.proto")
+        if name.split(".")[0] in {"asyncio", "google", "logging"} or name.startswith("kuasar.proto")
     )
     assert heavy == []

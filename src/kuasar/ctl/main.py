@@ -13,14 +13,16 @@ answers before anything is parsed and exits; only then is ``argcomplete`` import
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import signal
+import sys
 from collections.abc import Coroutine, Sequence
 from typing import Any
 
 from kuasar import __version__
 from kuasar.ctl import output
-from kuasar.ctl.commands import agent_cmd, completion, containers, cp, exec_cmd, info, logs, ps, sandbox
+from kuasar.ctl.commands import COMMANDS
 from kuasar.ctl.parser import VERBOSE_DEST, CommandParser, verbosity
 from kuasar.errors import Interrupted, KuasarError
 
@@ -49,8 +51,19 @@ def exit_code_for(
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The root parser; every subcommand parser is a :class:`~kuasar.ctl.parser.CommandParser` too."""
+def chosen_command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names: its first word that is not a root option (none takes a value)."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The root parser; every subcommand parser is a :class:`~kuasar.ctl.parser.CommandParser` too.
+
+    Args:
+        argv: the command line about to be parsed: only the module of the command it names is
+            imported and registered in full, every other command is a placeholder with its summary
+            (enough for ``kuasarctl --help``). ``None``: register everything (completion, tests).
+    """
     parser = CommandParser(
         prog="kuasarctl",
         description="Reach inside Kuasar / Kata-style microVM sandboxes: exec, ps, local sandboxes.",
@@ -62,8 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(
         dest="command", metavar="COMMAND", required=True, help="run 'kuasarctl COMMAND --help' for its flags"
     )
-    for module in (exec_cmd, ps, info, logs, cp, containers, sandbox, agent_cmd, completion):
-        module.register(commands)
+    chosen = None if argv is None else chosen_command(argv)
+    wanted = {module for name, aliases, module, _ in COMMANDS if argv is None or chosen in (name, *aliases)}
+    registered: set[str] = set()
+    for name, aliases, module, summary in COMMANDS:
+        if module not in wanted:
+            commands.add_parser(name, aliases=list(aliases), help=summary, add_help=False)
+        elif module not in registered:
+            registered.add(module)
+            importlib.import_module(f"kuasar.ctl.commands.{module}").register(commands)
     return parser
 
 
@@ -111,9 +131,13 @@ def dispatch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kuasarctl`` console script. Returns the process exit code."""
-    parser = build_parser()
-    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions: answer and exit
+    words = sys.argv[1:] if argv is None else list(argv)
+    completing = "_ARGCOMPLETE" in os.environ  # the shell asks for completions: answer and exit
+    parser = build_parser(None if completing else words)
+    if completing:
+        from kuasar.ctl.commands import completion
+
         completion.autocomplete(parser)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(words)
     output.configure_logging(verbosity(args))
     return dispatch(args)

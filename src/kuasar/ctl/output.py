@@ -8,12 +8,10 @@ stays one line.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
-import traceback
 
-from kuasar._log import TRACE_LOGGER
+from kuasar import _tracing
 from kuasar._text import printable
 from kuasar.errors import KuasarError
 
@@ -42,6 +40,8 @@ def print_internal_error(exc: BaseException, *, with_traceback: bool) -> None:
         _write([line, "Run again with -vv for the traceback, and please report it."])
         return
     _write([line])
+    import traceback
+
     sys.stderr.write("".join(traceback.format_exception(exc)))
     sys.stderr.flush()
 
@@ -83,19 +83,26 @@ def flush_stdout() -> None:
         raise _stdout_failed(exc) from exc
 
 
-class _TraceFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        if record.name == TRACE_LOGGER:
-            return printable(f"* {record.getMessage()}")
-        return printable(f"{record.levelname.lower()}: {record.name}: {record.getMessage()}")
+def _print_trace(line: str) -> None:
+    sys.stderr.write(printable(f"* {line}") + "\n")
+    sys.stderr.flush()
 
 
 def configure_logging(verbosity: int) -> None:
     """``-v`` prints trace lines (``* CONNECT 1025 -> OK ...``, ``* ttrpc /grpc.Health/Check stream 1
-    -> OK ...``), ``-vv`` the debug log too."""
+    -> OK ...``), ``-vv`` the debug log too. Without ``-v`` nothing imports ``logging`` here:
+    library warnings then reach stderr through logging's last-resort handler, as before."""
+    _tracing.set_sink(_print_trace if verbosity >= 1 else None)
+    if verbosity < 2:
+        return
+    import logging
+
+    class _Formatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return printable(f"{record.levelname.lower()}: {record.name}: {record.getMessage()}")
+
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_TraceFormatter())
+    handler.setFormatter(_Formatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(logging.DEBUG if verbosity >= 2 else logging.WARNING)
-    logging.getLogger(TRACE_LOGGER).setLevel(logging.DEBUG if verbosity >= 1 else logging.WARNING)
+    root.setLevel(logging.DEBUG)

@@ -16,7 +16,7 @@ import signal as signals
 import time
 
 from kuasar import wire
-from kuasar._log import Span, trace, tracing
+from kuasar._tracing import Span, trace, tracing
 from kuasar.errors import ConnectionClosed, KuasarError, ProtocolError, RPCError
 from kuasar.remote_exec import SERVICE, STDERR, STDOUT, start_error
 from kuasar.ttrpc._client_core import Event, Finished

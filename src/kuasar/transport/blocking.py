@@ -12,7 +12,7 @@ from __future__ import annotations
 import socket
 import time
 
-from kuasar import _log
+from kuasar import _tracing as _log
 from kuasar.address import VMADDR_CID_ANY, Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectError, HandshakeError, UsageError

@@ -6,7 +6,7 @@ codes. The client decides when to trace (once per call); this module only format
 
 from __future__ import annotations
 
-from kuasar._log import Span
+from kuasar._tracing import Span
 from kuasar.errors import DeadlineExceeded, RPCError
 from kuasar.ttrpc.codes import Code
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import time
 
-from kuasar._log import Span, tracing
+from kuasar._tracing import Span, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded
 from kuasar.ttrpc._client_core import ClientCore, Event, Finished

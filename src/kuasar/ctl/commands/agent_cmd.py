@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from kuasar._text import printable
 from kuasar.config import AGENT_PORT, DEFAULT_LIMITS
 from kuasar.ctl import output
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import SANDBOX_HELP, add_socket_dir, positive_seconds, resolve
 from kuasar.ctl.commands.agent_text import DESCRIPTION, EPILOG, EXAMPLES
 from kuasar.errors import ConnectError, KuasarError, UsageError
@@ -63,7 +64,7 @@ def _duration(text: str) -> float:
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "agent",
-        help="make any agent API call (kata-agent-ctl style)",
+        help=summary("agent"),
         description=DESCRIPTION,
         epilog=EPILOG,
     )

@@ -49,7 +49,7 @@ class Completer:
         self.matches: list[str] = []
 
     def options(self, text: str, before: list[str]) -> list[str]:
-        from kuasar.agentctl.compose import field_completions
+        from kuasar.agentctl.fields import field_completions
 
         if before[:1] == ["repeat"]:
             before = before[2:]

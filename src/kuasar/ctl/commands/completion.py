@@ -19,6 +19,7 @@ import argparse
 from typing import Any
 
 from kuasar.ctl import output
+from kuasar.ctl.commands import summary
 from kuasar.sandbox.discovery import sandbox_roots, scan
 
 #: The shells ``kuasarctl completion`` has a snippet for.
@@ -44,7 +45,7 @@ A SANDBOX operand completes from the roots -d/--socket-dir selects, when -d come
 
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "completion", help="print the shell code that enables tab completion", description=DESCRIPTION
+        "completion", help=summary("completion"), description=DESCRIPTION
     )
     parser.add_argument("shell", choices=SHELLS, metavar="SHELL", help="bash or zsh")
     parser.set_defaults(func=run)

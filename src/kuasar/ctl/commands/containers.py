@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from kuasar._text import printable
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.ctl import output
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import (
     add_output_format,
     add_sandbox,
@@ -55,7 +56,7 @@ async def agent_client(args: argparse.Namespace, sandbox: str) -> AsyncIterator[
 
 def register(commands: Any) -> None:
     listing: argparse.ArgumentParser = commands.add_parser(
-        "containers", help="list a sandbox's containers", description="List the containers of a sandbox."
+        "containers", help=summary("containers"), description="List the containers of a sandbox."
     )
     add_connect_flags(listing)
     add_output_format(listing)
@@ -66,7 +67,7 @@ def register(commands: Any) -> None:
 
     group: argparse.ArgumentParser = commands.add_parser(
         "container",
-        help="create, start, stop or remove a container in a sandbox",
+        help=summary("container"),
         description="Create, start, stop or remove containers inside a sandbox, through its agent API.",
     )
     actions = group.add_subparsers(

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands.containers import SERVICE, add_connect_flags, agent_client
 from kuasar.errors import KuasarError, RPCError, UsageError
 
@@ -50,7 +51,7 @@ def parse_endpoint(text: str) -> Endpoint:
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "cp",
-        help="copy files between the host and a sandbox",
+        help=summary("cp"),
         description="Copy SANDBOX:PATH to a local path, or a local path to SANDBOX:PATH.",
         epilog="Examples: kuasarctl cp pod1:/etc/hosts ./hosts;  kuasarctl cp ./dir pod1:/tmp/  "
         "(--container ID: inside that container's rootfs)",

@@ -25,7 +25,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS
-from kuasar.ctl.commands import fanout
+from kuasar.ctl.commands import fanout, summary
 from kuasar.ctl.commands._common import (
     add_sandbox,
     add_socket_dir,
@@ -73,7 +73,7 @@ exit codes:
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "exec",
-        help="run a command or a shell inside a sandbox",
+        help=summary("exec"),
         description=DESCRIPTION,
         epilog=EPILOG,
     )

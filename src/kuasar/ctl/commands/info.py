@@ -15,6 +15,7 @@ from typing import Any
 from kuasar._text import printable
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.ctl import output
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import (
     add_output_format,
     add_sandbox,
@@ -27,7 +28,7 @@ from kuasar.ctl.commands._common import (
 
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
-        "info", help="show a sandbox's system information", description="Show the guest's system information."
+        "info", help=summary("info"), description="Show the guest's system information."
     )
     add_socket_dir(parser)
     add_output_format(parser)

@@ -15,6 +15,7 @@ import time
 from datetime import datetime
 from typing import Any
 
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import add_sandbox
 from kuasar.ctl.commands.containers import SERVICE, add_connect_flags, agent_client
 from kuasar.errors import UsageError
@@ -80,7 +81,7 @@ def _tail(text: str) -> int | None:
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "logs",
-        help="print a container's logs",
+        help=summary("logs"),
         description="Print a container's stored stdout and stderr (stderr to stderr).",
     )
     add_connect_flags(parser)

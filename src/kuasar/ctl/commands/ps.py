@@ -19,6 +19,7 @@ from typing import Any
 from kuasar._text import printable
 from kuasar.config import AGENT_PORT
 from kuasar.ctl import output
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import add_output_format, add_socket_dir, format_age, positive_seconds
 from kuasar.sandbox.discovery import SandboxRef, sandbox_roots, scan
 from kuasar.sandbox.state import sandbox_status
@@ -41,7 +42,7 @@ def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "ps",
         aliases=["ls"],
-        help="list sandboxes",
+        help=summary("ps"),
         description=DESCRIPTION,
         epilog="examples:\n"
         "  kuasarctl ps\n"

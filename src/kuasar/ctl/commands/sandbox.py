@@ -13,6 +13,7 @@ from typing import Any
 
 from kuasar._text import printable
 from kuasar.ctl import output
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import add_socket_dir, non_empty, resolve
 from kuasar.errors import UsageError
 
@@ -23,7 +24,7 @@ DEFAULT_LOCAL_ROOT = "/run/kuasar"
 def register(commands: Any) -> None:
     parser: argparse.ArgumentParser = commands.add_parser(
         "sandbox",
-        help="run and stop local sandboxes",
+        help=summary("sandbox"),
         description="Run and stop local sandboxes for development: the guest agent runs as a process "
         "behind a hybrid vsock socket, no VM needed.",
     )
