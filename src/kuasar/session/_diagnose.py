@@ -24,6 +24,25 @@ from kuasar.session._probe import GuestKind
 #: Kata's documented ``agent.debug_console_vport``.
 KATA_CONSOLE_PORT = 1026
 _ADD_TASK_DEBUG = "is the debug console enabled? add task.debug to the kernel parameters"
+#: What the VMM socket itself did, most telling first: (first line, the fix).
+_SOCKET_LEVEL = {
+    REASON_MISSING: (
+        "the sandbox socket of {label} is missing",
+        "Is the sandbox (its VMM) running? `kuasarctl ps` lists them.",
+    ),
+    REASON_DENIED: (
+        "permission denied opening the sandbox socket of {label}",
+        "Run as root / with sudo: VMM sockets belong to root.",
+    ),
+    REASON_REFUSED: (
+        "the VMM of {label} does not accept connections: the sandbox has crashed or is stopping",
+        "`kuasarctl ps` shows its state; `kuasarctl sandbox stop` cleans it up.",
+    ),
+    REASON_SILENT: (
+        "the VMM of {label} accepts connections but never answers CONNECT (hung VMM?)",
+        "Check the VMM process; a slow host may need a longer --connect-timeout.",
+    ),
+}
 
 
 def unreachable(
@@ -38,39 +57,9 @@ def unreachable(
         ports: (agent port, console port), for the message.
     """
     reasons = {console.reason} | ({api.reason} if api is not None else set())
-    socket_level = next(
-        (r for r in (REASON_MISSING, REASON_DENIED, REASON_REFUSED, REASON_SILENT) if r in reasons), ""
-    )
-    if socket_level == REASON_DENIED:
-        return ConnectError(
-            f"permission denied opening the sandbox socket of {label}",
-            hints=[str(api or console), "Run as root / with sudo: VMM sockets belong to root."],
-            reason=REASON_DENIED,
-        )
-    if socket_level == REASON_REFUSED:
-        return ConnectError(
-            f"the VMM of {label} does not accept connections: the sandbox has crashed or is stopping",
-            hints=[
-                str(api or console),
-                "`kuasarctl ps` shows its state; `kuasarctl sandbox stop` cleans it up.",
-            ],
-            reason=REASON_REFUSED,
-        )
-    if socket_level == REASON_MISSING:
-        return ConnectError(
-            f"the sandbox socket of {label} is missing",
-            hints=[str(api or console), "Is the sandbox (its VMM) running? `kuasarctl ps` lists them."],
-            reason=REASON_MISSING,
-        )
-    if socket_level == REASON_SILENT:
-        return ConnectError(
-            f"the VMM of {label} accepts connections but never answers CONNECT (hung VMM?)",
-            hints=[
-                str(api or console),
-                "Check the VMM process; a slow host may need a longer --connect-timeout.",
-            ],
-            reason=REASON_SILENT,
-        )
+    for reason, (first, fix) in _SOCKET_LEVEL.items():
+        if reason in reasons:
+            return ConnectError(first.format(label=label), hints=[str(api or console), fix], reason=reason)
     return ConnectError(
         f"the VMM of {label} answers, but nothing in the guest listens on vsock port "
         + (f"{ports[0]} or {ports[1]}" if api is not None else f"{ports[1]}"),

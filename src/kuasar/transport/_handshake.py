@@ -9,6 +9,7 @@ sockets, no asyncio.
 
 from __future__ import annotations
 
+from kuasar import _tracing
 from kuasar.address import HvsockAddress
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
 from kuasar.errors import REASON_NO_LISTENER, REASON_SILENT, HandshakeError
@@ -199,3 +200,15 @@ def silent_error(address: HvsockAddress, received: bytes, budget: float) -> Hand
         ],
         REASON_SILENT,
     )
+
+
+def trace_reply(address: HvsockAddress, host_port: int | None) -> None:
+    """The ``-v`` line of an accepted ``CONNECT``."""
+    _tracing.trace(
+        "CONNECT %d -> OK%s (%s)", address.port, "" if host_port is None else f" {host_port}", address.path
+    )
+
+
+def trace_refused(address: HvsockAddress, reason: str) -> None:
+    """The ``-v`` line of a ``CONNECT`` closed before ``OK``."""
+    _tracing.trace("CONNECT %d -> %s (%s)", address.port, reason, address.path)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import socket
 import time
 
-from kuasar import _tracing as _log
 from kuasar.address import VMADDR_CID_ANY, Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectError, HandshakeError, UsageError
@@ -27,6 +26,8 @@ from kuasar.transport._handshake import (
     parse_ok_line,
     port_hints,
     silent_error,
+    trace_refused,
+    trace_reply,
 )
 
 
@@ -88,7 +89,7 @@ def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: b
             host_port = _handshake(sock, address, reply, deadline)
         except ClosedBeforeOK as exc:
             sock.close()
-            _log.trace("CONNECT %d -> %s (%s)", address.port, exc.reason, address.path)
+            trace_refused(address, exc.reason)
             delay = backoff.next_delay(time.monotonic(), retry=retry)
             if delay is None:
                 raise closed_error(address, exc.reason, exc.received, backoff.attempts, budget) from None
@@ -100,12 +101,7 @@ def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: b
         except BaseException:
             sock.close()
             raise
-        _log.trace(
-            "CONNECT %d -> OK%s (%s)",
-            address.port,
-            "" if host_port is None else f" {host_port}",
-            address.path,
-        )
+        trace_reply(address, host_port)
         sock.settimeout(None)
         return sock
 

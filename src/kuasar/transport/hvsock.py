@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import socket
 
-from kuasar import _log
 from kuasar.address import HvsockAddress, UnixAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import HandshakeError
@@ -37,6 +36,8 @@ from kuasar.transport._handshake import (
     parse_ok_line,
     port_hints,
     silent_error,
+    trace_refused,
+    trace_reply,
 )
 
 __all__ = ["HandshakeReader", "describe", "dial", "format_connect", "parse_connect_line", "parse_ok_line"]
@@ -104,7 +105,7 @@ async def dial(
                 host_port = await _handshake(sock, address, reply)
         except ClosedBeforeOK as exc:
             sock.close()
-            _log.trace("CONNECT %d -> %s (%s)", address.port, exc.reason, address.path)
+            trace_refused(address, exc.reason)
             delay = backoff.next_delay(loop.time(), retry=retry)
             if delay is None:
                 raise closed_error(address, exc.reason, exc.received, backoff.attempts, budget) from None
@@ -118,11 +119,6 @@ async def dial(
         except BaseException:
             sock.close()
             raise
-        _log.trace(
-            "CONNECT %d -> OK%s (%s)",
-            address.port,
-            "" if host_port is None else f" {host_port}",
-            address.path,
-        )
+        trace_reply(address, host_port)
         with map_exceptions(address.path):
             return await unix.open_streams(sock, address.path)

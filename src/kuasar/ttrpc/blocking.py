@@ -8,8 +8,10 @@ Layer contract: inside ``kuasar.ttrpc``; ``socket``, ``time`` and the core. No a
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
+from collections.abc import Iterator
 
 from kuasar._tracing import Span, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
@@ -44,17 +46,9 @@ class BlockingClient:
             DeadlineExceeded: the socket did not take it before ``deadline``.
         """
         data = self.core.data_to_send()
-        if not data:
-            return
-        try:
-            self.sock.settimeout(_remaining(deadline))
-            self.sock.sendall(data)
-        except TimeoutError:
-            raise DeadlineExceeded("ttrpc: the peer did not take the request in time") from None
-        except OSError as exc:
-            raise ConnectionClosed(f"ttrpc: connection lost: {exc.strerror or exc}") from None
-        finally:
-            self.sock.settimeout(None)
+        if data:
+            with _bounded(self.sock, deadline, "the peer did not take the request in time"):
+                self.sock.sendall(data)
 
     def receive(self, deadline: float | None = None) -> list[Event]:
         """Read once (blocking until data, EOF or ``deadline``) and return the events it completes.
@@ -64,15 +58,8 @@ class BlockingClient:
             DeadlineExceeded: nothing arrived before ``deadline``.
             ProtocolError: the peer broke the framing.
         """
-        try:
-            self.sock.settimeout(_remaining(deadline))
+        with _bounded(self.sock, deadline, "no answer in time"):
             data = self.sock.recv(READ_CHUNK)
-        except TimeoutError:
-            raise DeadlineExceeded("ttrpc: no answer in time") from None
-        except OSError as exc:
-            raise ConnectionClosed(f"ttrpc: connection lost: {exc.strerror or exc}") from None
-        finally:
-            self.sock.settimeout(None)
         if not data:
             raise ConnectionClosed("ttrpc: connection closed by peer")
         events = self.core.receive_data(data)
@@ -116,6 +103,20 @@ class BlockingClient:
                     if event.error is not None:
                         raise event.error
                     return event.payload or b""
+
+
+@contextlib.contextmanager
+def _bounded(sock: socket.socket, deadline: float | None, late: str) -> Iterator[None]:
+    """A blocking socket operation bounded by ``deadline``; its OSError mapped once."""
+    try:
+        sock.settimeout(_remaining(deadline))
+        yield
+    except TimeoutError:
+        raise DeadlineExceeded(f"ttrpc: {late}") from None
+    except OSError as exc:
+        raise ConnectionClosed(f"ttrpc: connection lost: {exc.strerror or exc}") from None
+    finally:
+        sock.settimeout(None)
 
 
 def _remaining(deadline: float | None) -> float | None:
