@@ -105,6 +105,7 @@ def test_ctrl_c_leaves_with_130_and_restores_the_terminal(
     directory = str(tmp_path)
     screen = start(tmux, sandbox, directory)
     tmux("send-keys", "Ping mess")  # readline holds a half-typed line in raw mode
+    assert wait_for(lambda: screen().rstrip().endswith("agent> Ping mess"))  # read, not still queued
     tmux("send-keys", "C-c")
     assert exit_code(directory) == 130
     assert wait_for(lambda: "\nEND" in screen())

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from kuasar.agentctl import lexer
 from kuasar.agentctl.auto import AutoValues
 from kuasar.agentctl.catalog import Catalog, Method
-from kuasar.agentctl.compose import ArgumentError, Request, compose, field_completions
+from kuasar.agentctl.compose import ArgumentError, Request, compose
+from kuasar.agentctl.fields import field_completions
 from kuasar.agentctl.report import message_json
 from kuasar.errors import UsageError
 from kuasar.proto import agent_pb2, containerd_task_v2_pb2, kata_agent_pb2, sandbox_pb2

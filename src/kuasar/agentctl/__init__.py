@@ -11,6 +11,7 @@ Modules, bottom up:
 - ``catalog``: the services we ship descriptors for (Kata's ``grpc.AgentService``, ``grpc.Health``,
   Kuasar's ``grpc.SandboxService``, containerd's ``Task`` and ``Streaming``, ``kuasar.agent.v1``)
   and any ``--descriptor-set``; method lookup (full, short, kata-agent-ctl names), suggestions.
+- ``fields``: descriptor helpers (find a field, name its type, complete a path).
 - ``lexer``: one command string into words, ``json://`` documents and ``name=value`` pairs.
 - ``compose``: those arguments into request messages, typed by the descriptor.
 - ``auto``: generated IDs and defaults (kata-agent-ctl's auto values, minus its surprises).

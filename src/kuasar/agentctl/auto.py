@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from kuasar.agentctl.compose import find_field
+from kuasar.agentctl.fields import find_field
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message

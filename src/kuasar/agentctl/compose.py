@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -38,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 
+from kuasar.agentctl.fields import field_names, find_field, is_map, is_well_known, signal_number, type_name
 from kuasar.agentctl.lexer import Assign, JsonDoc, Token, Word
 from kuasar.errors import UsageError
 
@@ -59,7 +59,8 @@ _RANGES = {
     FieldDescriptor.CPPTYPE_UINT64: (0, 2**64 - 1),
 }
 _FLOATS = (FieldDescriptor.CPPTYPE_FLOAT, FieldDescriptor.CPPTYPE_DOUBLE)
-_MAX_SHOWN = 12
+#: Well-known types whose JSON form is an object (the others': a string, number, list...).
+_OBJECTS = ("google.protobuf.Empty", "google.protobuf.Any", "google.protobuf.Struct")
 #: What ``json_format.ParseDict`` raises on values of the wrong shape (not only ``ParseError``).
 _JSON_ERRORS = (json_format.ParseError, TypeError, ValueError, KeyError, AttributeError)
 
@@ -92,28 +93,6 @@ def _read(path: str) -> bytes:
         return file.read()
 
 
-def _field_names(descriptor: Any) -> str:
-    names = [f.name for f in descriptor.fields]
-    shown = ", ".join(names[:_MAX_SHOWN]) + (", ..." if len(names) > _MAX_SHOWN else "")
-    return f"valid: {shown}" if names else f"{descriptor.full_name} has no fields"
-
-
-def find_field(descriptor: Any, name: str) -> FieldDescriptor | None:
-    """The field called ``name`` (its .proto name or its JSON name)."""
-    found: FieldDescriptor | None = descriptor.fields_by_name.get(name)
-    if found is None:
-        found = next((f for f in descriptor.fields if f.json_name == name), None)
-    return found
-
-
-def is_map(fd: FieldDescriptor) -> bool:
-    return bool(fd.message_type is not None and fd.message_type.GetOptions().map_entry)
-
-
-def _is_well_known(fd: FieldDescriptor) -> bool:
-    return fd.message_type is not None and fd.message_type.full_name.startswith("google.protobuf.")
-
-
 class _Composer:
     def __init__(self, method: Method, read_file: ReadFile) -> None:
         self.method = method
@@ -143,7 +122,8 @@ class _Composer:
 
     def document(self, value: Any, source: str) -> None:
         items = value if self.streaming and isinstance(value, list) else [value]
-        well_known = self.type.DESCRIPTOR.full_name.startswith("google.protobuf.")
+        name = self.type.DESCRIPTOR.full_name
+        well_known = name.startswith("google.protobuf.") and name not in _OBJECTS
         for item in items:
             if well_known and not isinstance(item, dict):  # e.g. a StringValue's JSON is a string
                 index = len(self.messages) if self.streaming else 0
@@ -162,10 +142,10 @@ class _Composer:
             path = prefix + key
             if fd is None:
                 raise self.error(
-                    f"{source}: unknown field {path!r} in {descriptor.full_name} ({_field_names(descriptor)})"
+                    f"{source}: unknown field {path!r} in {descriptor.full_name} ({field_names(descriptor)})"
                 )
             self.explicit.add(f"{index}:{prefix}{fd.name}")
-            plain_message = fd.message_type is not None and not fd.is_repeated and not _is_well_known(fd)
+            plain_message = fd.message_type is not None and not fd.is_repeated and not is_well_known(fd)
             if value is None:
                 message.ClearField(fd.name)
             elif plain_message and isinstance(value, dict):
@@ -234,7 +214,7 @@ class _Composer:
         if fd is None:
             where = ".".join(done) or self.method.name
             raise self.error(
-                f"unknown field {segment!r} in {where} ({descriptor.full_name}; {_field_names(descriptor)})"
+                f"unknown field {segment!r} in {where} ({descriptor.full_name}; {field_names(descriptor)})"
             )
         here = [*done, fd.name]
         path = ".".join(here)
@@ -243,7 +223,7 @@ class _Composer:
             return path
         if is_map(fd):
             return self.walk_map(message, fd, rest, token, here)
-        if fd.message_type is None or _is_well_known(fd):
+        if fd.message_type is None or is_well_known(fd):
             raise self.error(f"{path} ({type_name(fd)}) is not a message: {path}.{rest[0]} does not exist")
         if fd.is_repeated:
             item = self.list_item(message, fd, rest[0], path)
@@ -297,7 +277,7 @@ class _Composer:
             self.set_json(message, fd, token.value, path, str(token))
             return
         text = token.value
-        if fd.message_type is not None and (is_map(fd) or not _is_well_known(fd) or fd.is_repeated):
+        if fd.message_type is not None and (is_map(fd) or not is_well_known(fd) or fd.is_repeated):
             try:
                 value = json.loads(text)
             except json.JSONDecodeError:
@@ -430,52 +410,6 @@ class _Composer:
         self.document(value, path)
 
 
-def signal_number(text: str) -> int:
-    """A signal by name (``KILL``, ``SIGKILL``, ``kill``, ``usr1``) or number text; -1 if unknown."""
-    if text.isdecimal():
-        return int(text)
-    name = text.upper()
-    name = name if name.startswith("SIG") else "SIG" + name
-    try:
-        return int(signal.Signals[name])
-    except KeyError:
-        return -1
-
-
-def type_name(fd: FieldDescriptor) -> str:
-    """A field's type as ``--list`` shows it: ``string``, ``uint32``, ``grpc.Process``, enum names."""
-    if is_map(fd):
-        entry: Any = fd.message_type
-        key, value = entry.fields_by_name["key"], entry.fields_by_name["value"]
-        return f"map<{type_name(key)}, {type_name(value)}>"
-    if fd.message_type is not None:
-        base = fd.message_type.full_name
-    elif fd.enum_type is not None:
-        base = fd.enum_type.full_name
-    else:
-        base = _SCALAR_NAMES.get(fd.type, "?")
-    return f"repeated {base}" if fd.is_repeated else base
-
-
-_SCALAR_NAMES = {
-    FieldDescriptor.TYPE_DOUBLE: "double",
-    FieldDescriptor.TYPE_FLOAT: "float",
-    FieldDescriptor.TYPE_INT64: "int64",
-    FieldDescriptor.TYPE_UINT64: "uint64",
-    FieldDescriptor.TYPE_INT32: "int32",
-    FieldDescriptor.TYPE_FIXED64: "fixed64",
-    FieldDescriptor.TYPE_FIXED32: "fixed32",
-    FieldDescriptor.TYPE_BOOL: "bool",
-    FieldDescriptor.TYPE_STRING: "string",
-    FieldDescriptor.TYPE_BYTES: "bytes",
-    FieldDescriptor.TYPE_UINT32: "uint32",
-    FieldDescriptor.TYPE_SFIXED32: "sfixed32",
-    FieldDescriptor.TYPE_SFIXED64: "sfixed64",
-    FieldDescriptor.TYPE_SINT32: "sint32",
-    FieldDescriptor.TYPE_SINT64: "sint64",
-}
-
-
 def compose(method: Method, args: Sequence[Token], *, read_file: ReadFile = _read) -> Request:
     """The request(s) ``args`` make for ``method``.
 
@@ -492,23 +426,3 @@ def compose(method: Method, args: Sequence[Token], *, read_file: ReadFile = _rea
 def words(args: Sequence[Token]) -> list[str]:
     """The tokens as text again (for builtins such as ``echo``)."""
     return [t.text if isinstance(t, (Word, JsonDoc)) else str(t) for t in args]
-
-
-def field_completions(descriptor: Any, text: str) -> list[str]:
-    """What ``text`` (a partial ``path=``) may complete to among ``descriptor``'s fields: leaves as
-    ``path=``, messages also as ``path.`` (for ``-i``'s completion)."""
-    *done, partial = text.split(".")
-    prefix = "".join(part + "." for part in done)
-    for segment in done:
-        fd = find_field(descriptor, segment)
-        if fd is None or fd.message_type is None or fd.is_repeated or _is_well_known(fd):
-            return []
-        descriptor = fd.message_type
-    found = []
-    for fd in descriptor.fields:
-        if not fd.name.startswith(partial):
-            continue
-        found.append(f"{prefix}{fd.name}=")
-        if fd.message_type is not None and not fd.is_repeated and not _is_well_known(fd):
-            found.append(f"{prefix}{fd.name}.")
-    return found

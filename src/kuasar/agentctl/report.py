@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import json_format
 
 from kuasar.agentctl.auto import DEFAULTS, ID_FIELDS
-from kuasar.agentctl.compose import is_map, type_name
+from kuasar.agentctl.fields import is_map, type_name
 from kuasar.codes import Code
 from kuasar.errors import UsageError
 
