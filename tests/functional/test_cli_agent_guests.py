@@ -20,10 +20,10 @@ from tests.functional.agentctl_kata import (
     kata_api_unix,
 )
 from tests.functional.cli_helpers import KUASARCTL, kuasarctl, short_tmpdir
-from tests.functional.guests import Guest, kata_guest, vmm_task_guest
+from tests.functional.guests import Guest, booting_guest, crashed_vmm, kata_guest, mute_guest, vmm_task_guest
 from tests.functional.guests_peers import exec_failure
 
-__all__ = ["kata_guest", "vmm_task_guest"]
+__all__ = ["booting_guest", "crashed_vmm", "kata_guest", "mute_guest", "vmm_task_guest"]
 
 #: How many calls the guest session's probe makes before the user's, per guest kind (kuasar.session:
 #: Health/Check, then SandboxService/Check on vmm-task; Health/Check, Ping, Version on Kata).
@@ -329,3 +329,30 @@ def test_a_sandbox_with_the_wrong_agent_port_is_diagnosed(kata_guest: Guest) -> 
         first == f"Error: nothing in the guest of {kata_guest.id} ({kata_guest.socket})"
         " answers ttrpc on vsock port 1030"
     )
+
+
+# -- guests that do not answer ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fixture", "first", "detail"),
+    [
+        (
+            "crashed_vmm",
+            "does not accept connections: the sandbox has crashed or is stopping",
+            "connection refused",
+        ),
+        ("booting_guest", "answers ttrpc on vsock port 1024", "no listener on that port"),
+        ("mute_guest", "answers ttrpc on vsock port 1024", "timed out"),
+    ],
+)
+def test_unreachable_guests_are_diagnosed(
+    request: pytest.FixtureRequest, fixture: str, first: str, detail: str
+) -> None:
+    guest: Guest = request.getfixturevalue(fixture)
+    result = kuasarctl("agent", "-d", guest.root, guest.id, "--connect-timeout", "1", "-c", "Check")
+    assert result.returncode == 125
+    lines = result.stderr.decode().splitlines()
+    assert lines[0].startswith("Error: ") and first in lines[0] and guest.id in lines[0]
+    assert detail in lines[1]
+    assert result.stdout == b""
