@@ -367,3 +367,21 @@ def test_any_command_composes_or_is_a_usage_error(method: str, words: list[str])
 
     with contextlib.suppress(UsageError):  # anything else (TypeError, KeyError...) fails the test
         Planner(CATALOG).parse(" ".join([method, *words]))
+
+
+def test_streaming_service_messages_are_any_with_their_types() -> None:
+    init = '{"@type": "type.googleapis.com/containerd.services.streaming.v1.StreamInit", "id": "s1"}'
+    window = '{"@type": "type.googleapis.com/containerd.types.transfer.WindowUpdate", "update": 32768}'
+    request = build("containerd.services.streaming.v1.Streaming/Stream", f"json://[{init}, {window}]")
+    assert [json.loads(json.dumps(message_json(m))) for m in request.messages] == [
+        json.loads(init),
+        json.loads(window),
+    ]
+    assert request.messages[0].type_url.endswith("StreamInit")  # type: ignore[attr-defined]
+    for bad in ('json://[{"@type": "type.googleapis.com/no.Such"}]', "json://[1]"):
+        with pytest.raises(ArgumentError):
+            build("containerd.services.streaming.v1.Streaming/Stream", bad)
+    with pytest.raises(ArgumentError, match="must be an object"):
+        build("grpc.SandboxService/GetEvents", "json://[]")
+    with pytest.raises(ArgumentError, match="has no field"):
+        build("grpc.SandboxService/GetEvents", 'json://{"a": 1}')

@@ -123,9 +123,10 @@ class _Composer:
     def document(self, value: Any, source: str) -> None:
         items = value if self.streaming and isinstance(value, list) else [value]
         name = self.type.DESCRIPTOR.full_name
-        well_known = name.startswith("google.protobuf.") and name not in _OBJECTS
+        well_known = name.startswith("google.protobuf.")
         for item in items:
-            if well_known and not isinstance(item, dict):  # e.g. a StringValue's JSON is a string
+            # a well-known type in its JSON form: an Any's {"@type": ...}, a StringValue's string
+            if well_known and isinstance(item, dict) == (name in _OBJECTS):
                 index = len(self.messages) if self.streaming else 0
                 self.whole(self.message(index), item, source)
                 continue
