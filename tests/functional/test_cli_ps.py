@@ -27,9 +27,9 @@ def test_running_sandbox_row_options_and_pids() -> None:
         assert (row["supervisor_pid"], row["agent_pid"]) == (state.supervisor_pid, state.agent_pid)
 
         table = kuasarctl("ps", "-d", sandbox.root).stdout.decode().splitlines()
-        assert table[0].split() == ["ID", "KIND", "REACHABLE", "AGE", "STATE", "REASON", "SOCKET"]
-        assert table[1].split()[:3] == ["pod-ps-1", "local", "yes"]
-        assert table[1].split()[4:6] == ["running", "-"]
+        assert table[0].split() == ["ID", "KIND", "GUEST", "REACHABLE", "AGE", "STATE", "REASON", "SOCKET"]
+        assert table[1].split()[:4] == ["pod-ps-1", "local", "kuasar-agent", "yes"]
+        assert table[1].split()[5:7] == ["running", "-"]
 
         bare = kuasarctl("ps", "-d", sandbox.root, "--no-headers").stdout.decode().splitlines()
         assert len(bare) == 1 and bare[0].split()[:2] == ["pod-ps-1", "local"]
