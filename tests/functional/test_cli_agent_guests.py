@@ -321,6 +321,49 @@ async def test_kata_on_a_local_socket(abstract: bool) -> None:
     os.rmdir(directory)
 
 
+@pytest.mark.asyncio
+async def test_kata_bundle_dir_fills_exec_process_and_create_container(tmp_path: Any) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    spec = {
+        "ociVersion": "1.0.2",
+        "process": {
+            "args": ["sh", "-c", "echo hi"],
+            "cwd": "/",
+            "user": {"uid": 0, "gid": 0},
+            "env": ["A=1"],
+        },
+        "root": {"path": "rootfs"},
+        "linux": {"namespaces": [{"type": "pid"}, {"type": "mount"}]},
+    }
+    (bundle / "config.json").write_text(json.dumps(spec))
+    async with kata_api_guest() as guest:
+        result = await run_cli(
+            "agent", "-d", guest.root, guest.id, "--bundle-dir", str(bundle), "--ignore-errors",
+            "-c", "CreateContainer", "-c", "ExecProcess exec_id=e1",
+        )  # fmt: skip
+        assert result.returncode == 1  # the stand-in does not implement them: UNIMPLEMENTED
+        assert "auto: ExecProcess: container_id=" in result.stderr.decode()
+        assert "process=config.json (--bundle-dir config.json)" in result.stderr.decode()
+        (create,) = guest.payloads("grpc.AgentService/CreateContainer")
+        request = kata_agent_pb2.CreateContainerRequest.FromString(create)
+        assert (
+            request.OCI.Root.Path == str(bundle / "rootfs")
+            and list(request.OCI.Process.Args) == spec["process"]["args"]
+        )
+        assert [n.Type for n in request.OCI.Linux.Namespaces] == ["pid", "mount"]
+        (execute,) = guest.payloads("grpc.AgentService/ExecProcess")
+        process = kata_agent_pb2.ExecProcessRequest.FromString(execute)
+        assert (process.container_id, process.exec_id) == (request.container_id, "e1")
+        assert list(process.process.Args) == ["sh", "-c", "echo hi"] and list(process.process.Env) == ["A=1"]
+        mark = len(guest.calls)
+        bad = await run_cli(
+            "agent", "-d", guest.root, guest.id, "--bundle-dir", str(tmp_path), "-c", "ExecProcess"
+        )
+        assert bad.returncode == 2 and "cannot read" in bad.stderr.decode()
+        assert guest.calls[mark:] == []
+
+
 def test_a_sandbox_with_the_wrong_agent_port_is_diagnosed(kata_guest: Guest) -> None:
     result = agent(kata_guest, "-p", "1030", "-c", "Check")
     assert result.returncode == 125

@@ -385,3 +385,70 @@ def test_streaming_service_messages_are_any_with_their_types() -> None:
         build("grpc.SandboxService/GetEvents", "json://[]")
     with pytest.raises(ArgumentError, match="has no field"):
         build("grpc.SandboxService/GetEvents", 'json://{"a": 1}')
+
+
+OCI_SPEC = {
+    "ociVersion": "1.0.2",
+    "process": {
+        "terminal": False,
+        "user": {"uid": 1000, "gid": 1000, "additionalGids": [5]},
+        "args": ["sh", "-c", "echo hi"],
+        "env": ["PATH=/bin"],
+        "cwd": "/",
+        "capabilities": {"bounding": ["CAP_KILL"]},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+        "noNewPrivileges": True,
+        "oomScoreAdj": 5,
+        "ioPriority": {"class": "IOPRIO_CLASS_IDLE"},
+    },
+    "root": {"path": "rootfs", "readonly": True},
+    "hostname": "box",
+    "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+    "linux": {
+        "uidMappings": [{"containerID": 0, "hostID": 1000, "size": 1}],
+        "namespaces": [{"type": "pid"}],
+    },
+}
+
+
+def test_an_oci_spec_in_kata_names() -> None:
+    from kuasar.agentctl import oci
+
+    spec = oci.absolute_root(OCI_SPEC, "/b")
+    message = kata_agent_pb2.CreateContainerRequest().OCI
+    dropped = oci.load(message, spec, "config.json")
+    assert dropped == ["process.ioPriority"]  # Kata's Process has no such field: named, not silently lost
+    assert (message.Version, message.Hostname, message.Root.Path) == ("1.0.2", "box", "/b/rootfs")
+    process = message.Process
+    assert list(process.Args) == ["sh", "-c", "echo hi"] and process.Cwd == "/" and process.NoNewPrivileges
+    assert (process.User.UID, process.User.GID, list(process.User.AdditionalGids)) == (1000, 1000, [5])
+    assert process.OOMScoreAdj == 5 and process.Rlimits[0].Type == "RLIMIT_NOFILE"
+    assert message.Linux.UIDMappings[0].HostID == 1000 and message.Linux.Namespaces[0].Type == "pid"
+    assert message.Mounts[0].destination == "/proc"
+
+
+def test_bundle_auto_values() -> None:
+    from kuasar.agentctl import oci
+
+    auto = AutoValues(bundle=oci.absolute_root(OCI_SPEC, "/b"))
+    execute = build("grpc.AgentService/ExecProcess", "exec_id=e1")
+    filled = auto.fill(execute)
+    assert list(execute.messages[0].process.Args) == ["sh", "-c", "echo hi"]  # type: ignore[attr-defined]
+    assert [f.field for f in filled] == ["container_id", "process"]
+    create = build("grpc.AgentService/CreateContainer", "")
+    auto.fill(create)
+    assert create.messages[0].OCI.Root.Path == "/b/rootfs"  # type: ignore[attr-defined]
+    mine = build("grpc.AgentService/ExecProcess", "process.Args=[true]")
+    auto.fill(mine)
+    assert list(mine.messages[0].process.Args) == ["true"]  # type: ignore[attr-defined]
+    off = AutoValues(enabled=False, bundle=OCI_SPEC)
+    none = build("grpc.AgentService/ExecProcess", "")
+    off.fill(none)
+    assert not none.messages[0].HasField("process")  # type: ignore[attr-defined]
+
+
+def test_json_looking_lists_are_typed_like_bracket_lists() -> None:
+    assert one("grpc.AgentService/ExecProcess", "process.Args=[true,1]")["process"]["Args"] == ["true", "1"]  # type: ignore[index]
+    data = one("grpc.AgentService/MemHotplugByProbe", "memHotplugProbeAddr=[16, 32]")
+    assert data["memHotplugProbeAddr"] == ["16", "32"]
+    assert one("grpc.AgentService/MemHotplugByProbe", "memHotplugProbeAddr=[0x10,32]") == data

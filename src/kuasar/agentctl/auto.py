@@ -89,6 +89,10 @@ ID_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
+#: method path -> the field ``--bundle-dir``'s config.json fills.
+BUNDLE_FIELDS = {_KATA + "ExecProcess": "process", _KATA + "CreateContainer": "OCI"}
+
+
 def _now_ns() -> int:
     return time.time_ns()
 
@@ -134,6 +138,9 @@ class AutoValues:
 
     enabled: bool = True
     slots: dict[str, str] = field(default_factory=dict)
+    #: ``--bundle-dir``'s ``config.json`` (root path made absolute): Kata's ExecProcess takes its
+    #: ``process``, CreateContainer the whole spec (``OCI``), as kata-agent-ctl's do.
+    bundle: dict[str, Any] | None = None
     _generated: set[str] = field(default_factory=set)
 
     def learn(self, given: dict[str, str]) -> None:
@@ -195,7 +202,21 @@ class AutoValues:
                     value = make()
                     setattr(message, name, value)
                     filled.append(Filled(name, value, "default"))
+            filled.extend(self._from_bundle(path, message, request))
         return filled
+
+    def _from_bundle(self, path: str, message: Message, request: Request) -> list[Filled]:
+        from kuasar.agentctl import oci
+
+        target = BUNDLE_FIELDS.get(path)
+        if self.bundle is None or target is None or f"0:{target}" in request.explicit:
+            return []
+        if message.HasField(target):
+            return []
+        data = self.bundle if target == "OCI" else self.bundle.get("process", {})
+        dropped = oci.load(getattr(message, target), data, "config.json")
+        note = f"--bundle-dir config.json{' (not in Kata: ' + ', '.join(dropped) + ')' if dropped else ''}"
+        return [Filled(target, "config.json", note)]
 
     @staticmethod
     def _open(message: Message, name: str, request: Request) -> bool:

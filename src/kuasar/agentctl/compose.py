@@ -274,6 +274,14 @@ class _Composer:
         return items[position]  # type: ignore[no-any-return]
 
     def set_value(self, message: Message, fd: FieldDescriptor, token: Assign, path: str) -> None:
+        scalars = fd.is_repeated and fd.message_type is None
+        if token.is_json and scalars and isinstance(token.value, list):
+            # a list of plain values, typed as name=value's are: [true] for strings is ["true"]
+            items = [v if isinstance(v, str) else json.dumps(v) for v in token.value]
+            values = [self.scalar(fd, item, f"{path}[{n}]") for n, item in enumerate(items)]
+            message.ClearField(fd.name)
+            getattr(message, fd.name).extend(values)
+            return
         if token.is_json:
             self.set_json(message, fd, token.value, path, str(token))
             return

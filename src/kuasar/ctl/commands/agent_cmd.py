@@ -11,6 +11,7 @@ client, printing what it reports. protobuf and asyncio are imported inside ``run
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -117,6 +118,11 @@ def register(commands: Any) -> None:
     )
     parser.add_argument("--json", action="store_true", help="one JSON object per call on stdout")
     parser.add_argument(
+        "--bundle-dir",
+        metavar="DIR",
+        help="an OCI bundle: its config.json's process for Kata's ExecProcess, its spec for CreateContainer",
+    )
+    parser.add_argument(
         "--descriptor-set",
         action="append",
         default=[],
@@ -156,6 +162,30 @@ def _catalog(paths: Sequence[str]) -> Catalog:
             raise UsageError(f"--descriptor-set {path}: {exc.strerror or exc}") from None
         catalog = catalog.with_descriptor_set(data, path)
     return catalog
+
+
+def _bundle(directory: str | None) -> dict[str, Any] | None:
+    """``--bundle-dir``'s config.json, checked against Kata's messages before anything is sent."""
+    if directory is None:
+        return None
+    import json
+
+    from kuasar.agentctl import oci
+    from kuasar.proto import kata_oci_pb2
+
+    path = os.path.join(directory, "config.json")
+    try:
+        with open(path, "rb") as file:
+            spec = json.load(file)
+    except OSError as exc:
+        raise UsageError(f"--bundle-dir: cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--bundle-dir: {path}: malformed JSON: {exc}") from None
+    if not isinstance(spec, dict):
+        raise UsageError(f"--bundle-dir: {path}: not an OCI runtime spec (a JSON object)")
+    spec = oci.absolute_root(spec, directory)
+    oci.load(kata_oci_pb2.Spec(), spec, path)
+    return spec
 
 
 def _where(args: argparse.Namespace) -> _Where:
@@ -215,6 +245,7 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         ) from None
     if not steps and not args.interactive:
         raise UsageError("nothing to do: give -c COMMAND, -i, --list or --examples")
+    args.bundle = _bundle(args.bundle_dir)
     if not calls(steps) and not args.interactive:
         return _offline(args, catalog, steps)
     return _connected(args, catalog, planner, steps, _where(args))
@@ -283,7 +314,7 @@ async def _connected(
     try:
         for call in calls(steps):  # an ambiguous name is a usage error before any call is made
             catalog.choose(call.name, call.candidates, kind)
-        auto = AutoValues(not args.no_auto_values)
+        auto = AutoValues(not args.no_auto_values, bundle=args.bundle)
         timeout = args.timeout or None
         sink = _sink(args, catalog, kind)
         assert session.client is not None  # _open checked it

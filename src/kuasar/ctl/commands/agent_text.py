@@ -83,6 +83,10 @@ EXAMPLES = """Examples of kuasarctl agent (SANDBOX is an ID or a unique prefix; 
 
   $ kuasarctl agent pod-abc -c 'SignalProcess signal=usr1 sid=SANDBOX_ID cid=CONTAINER_ID'
 
+- Kata: a process (or a container) from an OCI bundle's config.json, as kata-agent-ctl's --bundle-dir:
+
+  $ kuasarctl agent pod-abc --bundle-dir ./bundle -c 'ExecProcess cid=CONTAINER_ID exec_id=e1'
+
 - Generated IDs are reused by the commands after them (-n: none are generated):
 
   $ kuasarctl agent pod-abc -c CreateSandbox -c StatsContainer -c DestroySandbox
