@@ -5,6 +5,7 @@ half-close, a client vanishing mid-transfer, a bad guest ring, and QEMU going aw
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -190,6 +191,25 @@ def test_a_client_vanishing_mid_transfer_resets_only_its_stream(running: Running
     with again:
         again.sendall(b"still alive")
         assert recv_all(again, 11) == b"still alive"
+
+
+def test_a_client_hanging_up_on_a_stalled_stream_resets_it(running: Running) -> None:
+    """The guest never reads: no read interest, so only the hang-up check sees the close."""
+    sock, line = running.client(1030)
+    assert line.startswith(b"OK ")
+    port = int(line.split()[1])
+    sock.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        sock.send(os.urandom(1 << 20))  # far more than the guest's 64 KiB of credit
+    until(
+        lambda: (
+            running.device.muxer.links
+            and all(link.read_budget() == 0 for link in running.device.muxer.links.values())
+        )
+    )
+    sock.close()
+    until(lambda: ("RST", port, 1030) in running.vm.events, timeout=TEST_LIMITS.shutdown_grace + 5)
+    assert not running.device.muxer.links
 
 
 def test_a_bad_guest_ring_stops_the_queue_not_the_device(running: Running) -> None:

@@ -3,8 +3,9 @@
 ``FakeVM`` connects to the device's vhost-user socket like QEMU 7.2 (the facts file's exact
 message sequence, descriptors over SCM_RIGHTS, guest memory in a memfd), then plays the guest's
 virtio-vsock driver in a thread: it keeps rx buffers posted, answers REQUESTs on its listening
-ports, and runs a service per port: 1024 echo, 1025 "send N bytes then close", and it can connect
-out to a host port. Credit is honoured both ways, so the device's flow control is exercised.
+ports, and runs a service per port: 1024 echo, 1025 "send N bytes then close", 1030 a reader that
+never reads; and it can connect out to a host port. Credit is honoured both ways, so the device's
+flow control is exercised.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ class FakeVM:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(socket_path)
         self.conns: dict[tuple[int, int], GuestConn] = {}
-        self.listening = {1024: "echo", 1025: "flood"}
+        self.listening = {1024: "echo", 1025: "flood", 1030: "stall"}
         self.flood_size = 0
         self.events: collections.deque[tuple[str, int, int]] = collections.deque(maxlen=1000)
         self._lock = threading.Lock()
@@ -212,7 +213,8 @@ class FakeVM:
             conn.established = True
         elif header.op == Op.RW:
             conn.total_in += len(payload)
-            conn.fwd_cnt += len(payload)  # consumed at once
+            if conn.service != "stall":  # a stalled reader never consumes: its credit runs out
+                conn.fwd_cnt += len(payload)  # consumed at once
             if conn.service == "echo":
                 conn.outbox += payload
             else:

@@ -141,6 +141,13 @@ class Backend:
         Raises:
             VhostUserError: the request breaks the protocol (close the connection).
         """
+        log.debug(
+            "<- %s flags %#x payload %s fds %s",
+            message.name,
+            message.flags,
+            message.payload.hex(),
+            message.fds,
+        )
         handler = _HANDLERS.get(message.request)
         if handler is None:
             self._close_fds(message.fds)

@@ -24,11 +24,11 @@ import argparse
 import array
 import contextlib
 import logging
+import math
 import os
 import selectors
 import signal
 import socket
-import stat
 import struct
 import time
 from collections.abc import Callable, Sequence
@@ -36,11 +36,11 @@ from collections.abc import Callable, Sequence
 from kuasar import _log
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import KuasarError
+from kuasar.vmm._host import HostSockets, bind_unix, unlink_socket
 from kuasar.vmm._memory import MappedMemory, map_regions
 from kuasar.vmm.backend import F_INDIRECT_DESC, F_VERSION_1, Backend
 from kuasar.vmm.vhost_user import MAX_FDS, MemoryRegion, VhostUserError
 from kuasar.vmm.virtqueue import GuestMemory, RingError, Virtqueue
-from kuasar.vmm.vsock_conn import Link, State
 from kuasar.vmm.vsock_device import DEFAULT_BUF_ALLOC, Muxer
 from kuasar.vmm.vsock_packet import HEADER_SIZE
 
@@ -85,12 +85,11 @@ class VsockDevice:
         self.backend = Backend(self, features=FEATURES, config=struct.pack("<Q", guest_cid), queues=2)
         self._clock = clock
         self._selector = selectors.DefaultSelector()
-        self._socks: dict[int, socket.socket] = {}  # link id -> host socket
-        self._shut: set[int] = set()  # link ids whose host socket was shut for writing
+        self.host = HostSockets(self._selector, self.muxer, uds_path, limits, clock)
         self._kicks: list[int] = []
         self._broken: set[int] = set()  # id() of queues stopped by a ring error
         self._frontend: socket.socket | None = None
-        self._listeners: list[socket.socket] = []
+        self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
         self._running = False
         self._busy = False
@@ -104,11 +103,9 @@ class VsockDevice:
         Raises:
             KuasarError: a socket cannot be bound.
         """
-        vhost = _bind(self.socket_path)
-        host = _bind(self.uds_path)
-        self._listeners = [vhost, host]
-        self._selector.register(vhost, selectors.EVENT_READ, self._accept_frontend)
-        self._selector.register(host, selectors.EVENT_READ, self._accept_host)
+        self._listener = bind_unix(self.socket_path)
+        self._selector.register(self._listener, selectors.EVENT_READ, self._accept_frontend)
+        self.host.listen()
         self._selector.register(self._wake_r, selectors.EVENT_READ, self._woken)
         self._running = True
         try:
@@ -124,7 +121,11 @@ class VsockDevice:
 
     def _loop(self) -> None:
         while self._running:
-            deadline = self.muxer.tick(self._clock())
+            now = self._clock()
+            deadline = self.muxer.tick(now)
+            if self.host:
+                self.host.check_hangups(now)
+                deadline = min(deadline or math.inf, self.host.next_check)
             timeout = None if deadline is None else max(deadline - self._clock(), 0.0)
             if self._busy:  # the last batch stopped at its bound: look again at once
                 timeout = 0.0
@@ -135,6 +136,29 @@ class VsockDevice:
                     return
             self._pump()
 
+    def describe(self) -> list[str]:
+        """One line per queue and per stream: what an operator needs to see a stall."""
+        lines = []
+        for vring in self.backend.vrings:
+            queue = vring.queue
+            if queue is None:
+                lines.append(f"vring {vring.index}: stopped")
+                continue
+            state = "broken" if id(queue) in self._broken else "running"
+            lines.append(
+                f"vring {vring.index}: {state}, next_avail {queue.next_avail}, used {queue.used_idx}, "
+                f"pending {queue.pending() if state == 'running' else '?'}"
+            )
+        for link in self.muxer.links.values():
+            lines.append(
+                f"{link!r}: to_host {len(link.to_host)}, to_guest {len(link.to_guest)}, "
+                f"peer_free {link.peer_free()}, fwd_cnt {link.fwd_cnt} (told {link.fwd_cnt_told}), "
+                f"tx_cnt {link.tx_cnt}, peer_fwd_cnt {link.peer_fwd_cnt}, read_budget "
+                f"{link.read_budget()}, want {sorted(op.name for op in link.want)}, host_eof "
+                f"{link.host_eof}, peer_shutdown {link.peer_shutdown}, socket {link.id in self.host}"
+            )
+        return lines
+
     def _woken(self, mask: int) -> None:
         with contextlib.suppress(OSError):
             self._wake_r.recv(64)
@@ -142,11 +166,11 @@ class VsockDevice:
     def _teardown(self) -> None:
         self.backend.close()
         self.muxer.reset()
-        self._sync_links()
-        for sock in self._listeners:
-            sock.close()
-        for path in (self.socket_path, self.uds_path):
-            _unlink_socket(path)
+        self.host.sync()
+        self.host.close()
+        if self._listener is not None:
+            self._listener.close()
+        unlink_socket(self.socket_path)
         if self._frontend is not None:
             self._frontend.close()
         self._selector.close()
@@ -156,7 +180,8 @@ class VsockDevice:
     # ------------------------------------------------------------------ front-end (QEMU)
 
     def _accept_frontend(self, mask: int) -> None:
-        sock, _ = self._listeners[0].accept()
+        assert self._listener is not None
+        sock, _ = self._listener.accept()
         if self._frontend is not None:
             log.warning("a second vhost-user front-end connected: refused")
             sock.close()
@@ -240,7 +265,7 @@ class VsockDevice:
         """One batch: drain tx, fill rx, interrupt the guest once per queue, sync host sockets."""
         self._busy = True
         for _ in range(64):  # bounded: a guest that keeps the rings busy still lets sockets run
-            self._sync_links()  # may queue packets (credit updates after writes to the host)
+            self.host.sync()  # may queue packets (credit updates after writes to the host)
             moved = self._ring(TX, self._drain_tx) + self._ring(RX, self._fill_rx)
             if not moved and not self.muxer.changed:
                 self._busy = False
@@ -299,153 +324,6 @@ class VsockDevice:
             with contextlib.suppress(BlockingIOError, OSError):
                 os.write(fd, _ONE)
 
-    # ------------------------------------------------------------------ host sockets
-
-    def _accept_host(self, mask: int) -> None:
-        while True:
-            try:
-                sock, _ = self._listeners[1].accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept on %s failed: %s", self.uds_path, exc)
-                return
-            link = self.muxer.host_accepted(self._clock())
-            if link is None:
-                sock.close()
-                continue
-            sock.setblocking(False)
-            self._socks[link.id] = sock
-            self._selector.register(sock, selectors.EVENT_READ, self._host_callback(link))
-
-    def _host_callback(self, link: Link) -> _Callback:
-        def ready(mask: int) -> None:
-            if mask & selectors.EVENT_READ:
-                self._host_readable(link)
-            if mask & selectors.EVENT_WRITE:
-                self.muxer.changed.add(link)
-
-        return ready
-
-    def _host_readable(self, link: Link) -> None:
-        sock = self._socks.get(link.id)
-        budget = link.read_budget()
-        if sock is None or budget <= 0:
-            self.muxer.changed.add(link)
-            return
-        try:
-            data = sock.recv(budget)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self.muxer.host_failed(link, str(exc))
-            return
-        if data:
-            self.muxer.host_data(link, data, self._clock())
-        else:
-            self.muxer.host_eof(link)
-
-    def _sync_links(self) -> None:
-        changed = self.muxer.changed
-        while changed:
-            self._sync(changed.pop())
-
-    def _sync(self, link: Link) -> None:
-        """Bring ``link``'s host socket in line with the muxer: dial, write, shut, close, interest."""
-        if link.state is State.DIALING and link.id not in self._socks:
-            self._dial(link)
-            return
-        sock = self._socks.get(link.id)
-        if sock is None:
-            self.muxer.host_closed(link)
-            return
-        if not link.abort and not self._flush(link, sock):
-            return
-        pending = bool(link.reply or link.to_host)
-        if link.abort or (link.close_host and not pending):
-            self._close_host(link, sock)
-            return
-        if link.shut_host_write and not pending and link.id not in self._shut:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_WR)
-            self._shut.add(link.id)
-        events = (selectors.EVENT_READ if link.read_budget() > 0 else 0) | (
-            selectors.EVENT_WRITE if pending else 0
-        )
-        self._interest(sock, events, link)
-
-    def _flush(self, link: Link, sock: socket.socket) -> bool:
-        """Write the OK line and queued guest bytes; False when the socket failed."""
-        try:
-            while link.reply:
-                sent = sock.send(link.reply)
-                link.reply = link.reply[sent:]
-            while link.to_host:
-                sent = sock.send(link.to_host)
-                self.muxer.host_sent(link, sent)
-        except (BlockingIOError, InterruptedError):
-            return True
-        except OSError as exc:
-            self.muxer.host_failed(link, str(exc))
-            return False
-        return True
-
-    def _interest(self, sock: socket.socket, events: int, link: Link) -> None:
-        try:
-            key = self._selector.get_key(sock)
-        except KeyError:
-            if events:
-                self._selector.register(sock, events, self._host_callback(link))
-            return
-        if not events:
-            self._selector.unregister(sock)
-        elif key.events != events:
-            self._selector.modify(sock, events, key.data)
-
-    def _close_host(self, link: Link, sock: socket.socket) -> None:
-        with contextlib.suppress(KeyError, ValueError):
-            self._selector.unregister(sock)
-        sock.close()
-        del self._socks[link.id]
-        self._shut.discard(link.id)
-        self.muxer.host_closed(link)
-
-    def _dial(self, link: Link) -> None:
-        path = f"{self.uds_path}_{link.local_port}"
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            sock.connect(path)
-        except OSError as exc:  # BlockingIOError too: the listener's backlog is full
-            log.debug("[link=%d] guest connection to %s refused: %s", link.id, path, exc)
-            sock.close()
-            self.muxer.dial_done(link, ok=False)
-            self.muxer.host_closed(link)
-            return
-        self._socks[link.id] = sock
-        self.muxer.dial_done(link, ok=True)
-        self.muxer.changed.add(link)
-
-
-def _bind(path: str) -> socket.socket:
-    _unlink_socket(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(128)
-    except OSError as exc:
-        sock.close()
-        raise KuasarError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
-    sock.setblocking(False)
-    return sock
-
-
-def _unlink_socket(path: str) -> None:
-    with contextlib.suppress(OSError):
-        if stat.S_ISSOCK(os.lstat(path).st_mode):
-            os.unlink(path)
-
 
 def _received_fds(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
     fds: list[int] = []
@@ -479,6 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     device = VsockDevice(args.socket, args.uds_path, args.guest_cid)
     signal.signal(signal.SIGTERM, lambda *_: device.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: log.info("state:\n  %s", "\n  ".join(device.describe())))
     try:
         device.run()
     except KuasarError as exc:
