@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SANDBOX_ROOT ?= /tmp/kuasar-demo
 DEMO_ID ?= demo-pod-1
 
-.PHONY: all setup demo test test-unit test-functional test-interop lint proto fuzz bench clean
+.PHONY: all setup demo test test-unit test-functional test-interop test-vm lint proto fuzz bench clean
 
 all: test
 
@@ -36,6 +36,13 @@ test-functional: $(STAMP)
 
 test-interop: $(STAMP)
 	$(PY) -m pytest -q tests/interop
+
+# A real Linux guest under QEMU (TCG) behind our vhost-user-vsock device (kuasar.vmm); opt-in, not
+# part of `make test` yet. Needs qemu-system-x86, busybox-static and socat (apt-get install); the
+# kernel package is fetched with apt-get download once and cached in ~/.cache/kuasar-py/vm-test.
+# Prints its measured numbers. Do not run it beside other heavy work on a 2-core machine.
+test-vm: $(STAMP)
+	$(PY) -m pytest -q -s -m vm tests/vm
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
