@@ -214,6 +214,17 @@ def test_hostile_chains_raise_ring_error(descs: list[tuple[int, int, int, int]],
         queue.pop()
 
 
+def test_a_broken_queue_stays_broken() -> None:
+    guest, queue = ring()
+    guest.publish(99)  # a head outside the table
+    guest.add([b"fine"])
+    with pytest.raises(RingError, match="names descriptor 99"):
+        queue.pop()
+    assert queue.error is not None
+    with pytest.raises(RingError, match="names descriptor 99"):
+        queue.pop()  # the good chain behind it is not taken: the ring is not trusted any more
+
+
 def test_nested_indirect_tables_are_refused() -> None:
     guest, queue = ring()
     table = guest.alloc(16)

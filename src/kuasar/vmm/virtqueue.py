@@ -234,6 +234,8 @@ class Virtqueue:
         self.used_idx: int = self._used_head[1]
         self._signalled_used = self.used_idx
         self._pushed = False
+        #: Why the queue stopped (a malformed ring), or ``None`` while it works.
+        self.error: str | None = None
 
     # -------------------------------------------------------------- available ring
 
@@ -252,8 +254,19 @@ class Virtqueue:
         """The next available chain, or ``None`` when the driver has made none available.
 
         Raises:
-            RingError: a bad head index or a malformed chain (the chain is consumed).
+            RingError: a bad head index or a malformed chain (the chain is consumed). The queue
+                is then broken (:attr:`error`): every later ``pop`` raises the same error, until
+                the front-end sets the ring up again (a new :class:`Virtqueue`).
         """
+        if self.error is not None:
+            raise RingError(self.error)
+        try:
+            return self._take()
+        except RingError as exc:
+            self.error = str(exc)
+            raise
+
+    def _take(self) -> Chain | None:
         if not self.pending():
             return None
         head = self._avail[2 + self.next_avail % self.size]

@@ -87,7 +87,6 @@ class VsockDevice:
         self._selector = selectors.DefaultSelector()
         self.host = HostSockets(self._selector, self.muxer, uds_path, limits, clock)
         self._kicks: list[int] = []
-        self._broken: set[int] = set()  # id() of queues stopped by a ring error
         self._frontend: socket.socket | None = None
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -144,10 +143,9 @@ class VsockDevice:
             if queue is None:
                 lines.append(f"vring {vring.index}: stopped")
                 continue
-            state = "broken" if id(queue) in self._broken else "running"
+            state = "running" if queue.error is None else f"stopped ({queue.error})"
             lines.append(
-                f"vring {vring.index}: {state}, next_avail {queue.next_avail}, used {queue.used_idx}, "
-                f"pending {queue.pending() if state == 'running' else '?'}"
+                f"vring {vring.index}: {state}, next_avail {queue.next_avail}, used {queue.used_idx}"
             )
         for link in self.muxer.links.values():
             lines.append(
@@ -241,7 +239,7 @@ class VsockDevice:
                 self._selector.unregister(fd)
         self._kicks = []
         for vring in self.backend.vrings:
-            if vring.queue is not None and vring.kick is not None and id(vring.queue) not in self._broken:
+            if vring.queue is not None and vring.kick is not None and vring.queue.error is None:
                 self._selector.register(vring.kick, selectors.EVENT_READ, self._kicked)
                 self._kicks.append(vring.kick)
         online = all(v.queue is not None for v in self.backend.vrings)
@@ -259,7 +257,7 @@ class VsockDevice:
 
     def _queue(self, index: int) -> Virtqueue | None:
         queue = self.backend.vrings[index].queue
-        return None if queue is None or id(queue) in self._broken else queue
+        return None if queue is None or queue.error is not None else queue
 
     def _pump(self) -> None:
         """One batch: drain tx, fill rx, interrupt the guest once per queue, sync host sockets."""
@@ -282,8 +280,8 @@ class VsockDevice:
         try:
             return work(queue)
         except RingError as exc:
+            queue.error = queue.error or str(exc)  # errors found outside pop() stop it too
             log.error("vring %d stopped: %s", index, exc)
-            self._broken.add(id(queue))
             self._signal(self.backend.vrings[index].err)
             self.queues_changed()
             return 0
