@@ -52,11 +52,12 @@ def test_requests_match_the_stubs_and_the_async_clients_flags() -> None:
 def test_replies_in_every_split() -> None:
     stream = (
         frame(3, FrameType.DATA, 0, b"one")
+        + frame(3, FrameType.DATA, 0, b"")  # an empty message is a message
         + ok(1, b"pong")
         + frame(3, FrameType.DATA, Flags.REMOTE_CLOSED, b"last")
         + ok(99, b"nobody asked")
     )
-    expected = [Message(3, b"one"), Finished(1, b"pong"), Message(3, b"last"), Finished(3)]
+    expected = [Message(3, b"one"), Message(3, b""), Finished(1, b"pong"), Message(3, b"last"), Finished(3)]
     for cut in range(len(stream) + 1):
         core = ClientCore(1024)
         core.open("s", "Unary", b"")

@@ -176,8 +176,8 @@ class ClientCore:
                 events.append(self._finish(frame.stream_id, error=error))
             else:
                 closing = frame.flags & Flags.REMOTE_CLOSED
-                if frame.data and not frame.flags & Flags.NO_DATA:
-                    events.append(Message(frame.stream_id, frame.data))
+                if not closing or (frame.data and not frame.flags & Flags.NO_DATA):
+                    events.append(Message(frame.stream_id, frame.data))  # an empty message is one too
                 if closing:
                     events.append(self._finish(frame.stream_id))
         try:

@@ -1,5 +1,5 @@
 """Pieces shared by both ends of a ttrpc connection: the locked frame writer, the bounded
-per-stream inbox, and the envelope (``ttrpc.Request``/``Response``/``Status``) helpers.
+per-stream inbox, and the server's envelope (``ttrpc.Response``/``Status``) helpers.
 
 Layer contract: asyncio + the generated ``kuasar.proto.ttrpc_pb2``; imports nothing above
 ``kuasar.ttrpc``. Every write goes through :class:`FrameWriter` (one lock per connection, then
@@ -12,11 +12,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from google.protobuf.message import DecodeError
-
-from kuasar.errors import ConnectionClosed, KuasarError, ProtocolError, RPCError
+from kuasar.errors import ConnectionClosed, KuasarError, RPCError
 from kuasar.proto import ttrpc_pb2
 from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.framing import Frame, FrameType, encode_header, oversize_message
@@ -77,6 +75,31 @@ class FrameWriter:
                 self.error = ConnectionClosed(f"ttrpc: connection lost while writing: {exc}")
                 self.error.__cause__ = exc
             raise self.error from exc
+
+    async def write_bytes_locked(self, data: bytes) -> None:
+        """Write whole frames already encoded (by a sans-IO core) and drain; the caller holds
+        :attr:`lock`.
+
+        Raises:
+            ConnectionClosed: the connection failed now or earlier (sticky).
+        """
+        if self.error is not None:
+            raise self.error.with_traceback(None)
+        try:
+            self._writer.write(data)
+            await self._writer.drain()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: the transport is already closed
+            if self.error is None:
+                self.error = ConnectionClosed(f"ttrpc: connection lost while writing: {exc}")
+                self.error.__cause__ = exc
+            raise self.error from exc
+
+    def write_bytes_nowait(self, data: bytes) -> None:
+        """Best effort, without waiting: queue whole encoded frames (errors ignored)."""
+        if self.error is not None or self._writer.is_closing() or not data:
+            return
+        with contextlib.suppress(OSError, RuntimeError):
+            self._writer.write(data)
 
     def write_nowait(self, frame: Frame) -> None:
         """Best effort, without waiting: queue a small frame whole (no drain, errors ignored).
@@ -172,22 +195,6 @@ class Inbox(Generic[T]):
         return item
 
 
-def encode_request(
-    service: str,
-    method: str,
-    payload: bytes,
-    timeout: float | None,
-    metadata: Any,
-) -> bytes:
-    """Serialize a ``ttrpc.Request`` (``timeout`` in seconds becomes ``timeout_nano``)."""
-    request = ttrpc_pb2.Request(service=service, method=method, payload=payload)
-    if timeout is not None:
-        request.timeout_nano = max(1, int(timeout * 1e9))
-    if metadata:
-        request.metadata.extend(ttrpc_pb2.KeyValue(key=k, value=v) for k, v in metadata)
-    return request.SerializeToString()
-
-
 def status_frame(stream_id: int, code: int, message: str) -> Frame:
     """A Response frame carrying a non-OK status and no payload."""
     response = ttrpc_pb2.Response(status=ttrpc_pb2.Status(code=int(code), message=message))
@@ -197,22 +204,3 @@ def status_frame(stream_id: int, code: int, message: str) -> Frame:
 def ok_frame(stream_id: int, payload: bytes) -> Frame:
     """A success Response frame. Like Go, ``status`` is left out."""
     return Frame(stream_id, FrameType.RESPONSE, 0, ttrpc_pb2.Response(payload=payload).SerializeToString())
-
-
-def decode_response(data: bytes) -> bytes:
-    """Return a Response frame's payload, or raise its status as ``RPCError``.
-
-    "status absent" (Go) and "status with code 0" (Rust) both mean OK.
-
-    Raises:
-        RPCError: a non-OK status.
-        ProtocolError: the Response does not decode.
-    """
-    try:
-        response = ttrpc_pb2.Response.FromString(data)
-    except DecodeError as exc:
-        raise ProtocolError(f"ttrpc: undecodable Response: {exc}") from exc
-    if response.HasField("status") and response.status.code != Code.OK:
-        status = response.status
-        raise RPCError(status.code, status.message, list(status.details))
-    return response.payload

@@ -3,9 +3,11 @@
 Layer contract: knows ttrpc only. It is handed a connected ``(StreamReader, StreamWriter)`` and
 never dials (``kuasar.transport`` does); imports nothing from transport, agent, ctl or sandbox.
 
-Shape:
-- One reader task per connection decodes frames (:mod:`kuasar.ttrpc.framing`) and routes them by
-  stream id into each call's bounded :class:`~kuasar.ttrpc._conn.Inbox`.
+Shape: the asyncio driver of the sans-IO :class:`~kuasar.ttrpc._client_core.ClientCore` (stream ids,
+Request/Data frames and the envelope, every answer read into events), which the blocking
+:mod:`kuasar.ttrpc.blocking` drives too:
+- One reader task per connection feeds the core and routes its events by stream id into each
+  call's bounded :class:`~kuasar.ttrpc._conn.Inbox`.
 - Stream ids are odd, start at 1 and grow by 2; an id is taken and its Request written under the
   connection's write lock, so ids reach the wire in increasing order (Go >= 1.2 servers insist).
 - Head-of-line blocking: ttrpc has no flow control. When a stream's inbox is full
@@ -34,12 +36,11 @@ from google.protobuf.message import DecodeError
 from kuasar._log import Span, get_logger, trace, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError, RPCError
-from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, decode_response, encode_request
+from kuasar.ttrpc._client_core import ClientCore, Event, Finished
+from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox
 from kuasar.ttrpc._trace import KINDS as _KINDS
 from kuasar.ttrpc._trace import outcome as _outcome
 from kuasar.ttrpc._trace import trace_call as _trace_call
-from kuasar.ttrpc.codes import Code
-from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
 
 M = TypeVar("M", bound="Message")
 
@@ -60,26 +61,23 @@ class Message(Protocol):
 Metadata = Sequence[tuple[str, str]]
 
 _log = get_logger("kuasar.ttrpc.client")
-_MAX_STREAM_ID = 0xFFFFFFFF
 
 
 class _CallState:
-    __slots__ = ("done", "inbox", "server_streaming", "stream_id")
+    __slots__ = ("inbox", "stream_id")
 
-    def __init__(self, server_streaming: bool, maxsize: int) -> None:
-        self.inbox: Inbox[Frame] = Inbox(maxsize)
-        self.server_streaming = server_streaming
-        self.done = False  # the final frame (Response or closing Data) arrived
+    def __init__(self, maxsize: int) -> None:
+        self.inbox: Inbox[Event] = Inbox(maxsize)
         self.stream_id = 0
 
 
-def _reply(frame: Frame | None) -> bytes:
+def _reply(event: Event | None) -> bytes:
     """The payload of a unary call's answer; a non-OK status is raised as ``RPCError``."""
-    if frame is None:  # pragma: no cover - a unary inbox only ends with a frame or an error
+    if not isinstance(event, Finished):  # pragma: no cover - the core ends a unary call with Finished
         raise ProtocolError("ttrpc: call ended without a response")
-    if frame.type == FrameType.DATA:
-        raise ProtocolError("ttrpc: received data from non-streaming server")
-    return decode_response(frame.data)
+    if event.error is not None:
+        raise event.error
+    return event.payload or b""
 
 
 def _decode(response_type: type[M], data: bytes) -> M:
@@ -107,7 +105,7 @@ class Client:
         self._reader = reader
         self._writer = FrameWriter(writer, limits.max_message)
         self._limits = limits
-        self._next_id = 1
+        self._core = ClientCore(limits.max_message)
         self._streams: dict[int, _CallState] = {}
         self._error: ConnectionClosed | None = None
         self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
@@ -175,14 +173,13 @@ class Client:
         """
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
-        state = _CallState(server_streaming=False, maxsize=1)
+        state = _CallState(maxsize=1)
         span = Span(f"ttrpc /{service}/{method}") if tracing() else None
         payload = request.SerializeToString()
         try:
             try:
                 async with asyncio.timeout_at(deadline):
-                    data = encode_request(service, method, payload, timeout, metadata)
-                    await self._open(state, data, Flags.NONE)
+                    await self._open(state, service, method, payload, timeout=timeout, metadata=metadata)
                     frame = await state.inbox.get()
             except TimeoutError as exc:
                 if isinstance(exc, KuasarError):
@@ -239,30 +236,59 @@ class Client:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _open(self, state: _CallState, request_data: bytes, flags: int) -> int:
-        """Take a stream id and write the Request, both under the write lock."""
-        self._writer.check_size(len(request_data))
+    async def _open(
+        self,
+        state: _CallState,
+        service: str,
+        method: str,
+        payload: bytes,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - sent on the wire as timeout_nano
+        metadata: Metadata | None,
+        client_streaming: bool = False,
+        server_streaming: bool = False,
+    ) -> int:
+        """Take a stream id (the core queues its Request) and write it, under the write lock, so
+        ids reach the wire in increasing order."""
         async with self._writer.lock:
             if self._error is not None:
                 raise self._error.with_traceback(None)
-            stream_id = self._next_id
-            if stream_id > _MAX_STREAM_ID:
-                raise ProtocolError("ttrpc: stream ids exhausted on this connection")
-            self._next_id += 2
+            stream_id = self._core.open(
+                service,
+                method,
+                payload,
+                timeout=timeout,
+                metadata=metadata or (),
+                client_streaming=client_streaming,
+                server_streaming=server_streaming,
+            )
             state.stream_id = stream_id
             self._streams[stream_id] = state
-            try:
-                await self._writer.write_locked(Frame(stream_id, FrameType.REQUEST, flags, request_data))
-            except ConnectionClosed as exc:
-                self._fail(exc)
-                raise
+            await self._flush_locked()
             return stream_id
 
-    async def _write(self, frame: Frame) -> None:
+    async def _send(self, stream_id: int, payload: bytes | None) -> None:
+        """Queue a Data frame (``None``: the half-close) and write it."""
         if self._error is not None:
             raise self._error.with_traceback(None)
+        if payload is None:
+            self._core.close_send(stream_id)
+        else:
+            self._core.send(stream_id, payload)
+        async with self._writer.lock:
+            await self._flush_locked()
+
+    def _send_nowait(self, stream_id: int) -> None:
+        """The half-close on an error path: queued at once, never waiting."""
+        self._core.close_send(stream_id)
+        self._writer.write_bytes_nowait(self._core.data_to_send())
+
+    async def _flush_locked(self) -> None:
+        data = self._core.data_to_send()
+        if not data:
+            return
         try:
-            await self._writer.write(frame)
+            await self._writer.write_bytes_locked(data)
         except ConnectionClosed as exc:
             self._fail(exc)
             raise
@@ -270,6 +296,7 @@ class Client:
     def _release(self, state: _CallState) -> None:
         if state.stream_id and self._streams.get(state.stream_id) is state:
             del self._streams[state.stream_id]
+            self._core.abandon(state.stream_id)
         state.inbox.abandon()
 
     def _fail(self, error: ConnectionClosed) -> None:
@@ -282,7 +309,6 @@ class Client:
         self._streams.clear()
 
     async def _read_loop(self) -> None:
-        decoder = FrameDecoder(self._limits.max_message)
         error: ConnectionClosed
         try:
             while True:
@@ -290,9 +316,10 @@ class Client:
                 if not chunk:
                     error = ConnectionClosed("ttrpc: connection closed by peer")
                     break
-                for frame in decoder.feed(chunk):
-                    await self._dispatch(frame)
-                decoder.check()
+                for event in self._core.receive_data(chunk):
+                    await self._dispatch(event)
+                if self._core.error is not None:
+                    raise self._core.error
         except ProtocolError as exc:
             error = ConnectionClosed(f"ttrpc: connection dropped: {exc}")
             error.__cause__ = exc
@@ -302,32 +329,13 @@ class Client:
         self._fail(error)
         self._writer.close()
 
-    async def _dispatch(self, frame: Frame) -> None:
-        state = self._streams.get(frame.stream_id)
-        if frame.type not in (FrameType.RESPONSE, FrameType.DATA):
-            _log.debug("ignoring frame type %s on stream %d", frame.type, frame.stream_id)
+    async def _dispatch(self, event: Event) -> None:
+        state = self._streams.get(event.stream_id)
+        if state is None:
+            _log.debug("dropping an answer for inactive stream %d", event.stream_id)
             return
-        if state is None or state.done:
-            _log.debug("dropping frame for inactive stream %d", frame.stream_id)
-            return
-        if isinstance(frame, OversizedFrame):
-            # Go's client: the waiting call gets RESOURCE_EXHAUSTED; the decoder skips the frame's
-            # bytes, so the connection stays usable for other calls.
-            state.done = True
-            state.inbox.fail(RPCError(Code.RESOURCE_EXHAUSTED, frame.message))
-            return
-        if frame.type == FrameType.RESPONSE:
-            state.done = True
-            await state.inbox.put(frame)
-            state.inbox.finish()
-            return
-        if not state.server_streaming:
-            state.done = True
-            state.inbox.fail(ProtocolError("ttrpc: received data from non-streaming server"))
-            return
-        await state.inbox.put(frame)
-        if frame.flags & Flags.REMOTE_CLOSED:
-            state.done = True
+        await state.inbox.put(event)
+        if isinstance(event, Finished):
             state.inbox.finish()
 
 
@@ -363,7 +371,7 @@ class Stream(Generic[M]):
         self._timeout = timeout
         self._metadata = metadata
         self._deadline: float | None = None
-        self._state = _CallState(server_streaming, client._limits.stream_queue)
+        self._state = _CallState(client._limits.stream_queue)
         self._stream_id = 0
         self._send_closed = not client_streaming
         self._ended = False
@@ -381,14 +389,21 @@ class Stream(Generic[M]):
         )
         if self._timeout is not None:
             self._deadline = asyncio.get_running_loop().time() + self._timeout
-        if self._client_streaming:
-            flags, payload = Flags.REMOTE_OPEN | Flags.NO_DATA, b""
-        else:
-            flags = Flags.REMOTE_CLOSED if self._server_streaming else Flags.NONE
-            payload = self._request.SerializeToString() if self._request is not None else b""
-        data = encode_request(self._service, self._method, payload, self._timeout, self._metadata)
+        payload = b""
+        if not self._client_streaming and self._request is not None:
+            payload = self._request.SerializeToString()
+        opening = self._client._open(
+            self._state,
+            self._service,
+            self._method,
+            payload,
+            timeout=self._timeout,
+            metadata=self._metadata,
+            client_streaming=self._client_streaming,
+            server_streaming=self._server_streaming,
+        )
         try:
-            self._stream_id = await self._bounded(self._client._open(self._state, data, flags))
+            self._stream_id = await self._bounded(opening)
             if span is not None:
                 span.name += f" stream {self._stream_id}"
                 if not self._client_streaming:
@@ -420,9 +435,7 @@ class Stream(Generic[M]):
                         await self.close_send()
                 else:  # don't block an error path; still tell the server no more input follows
                     self._send_closed = True
-                    self._client._writer.write_nowait(
-                        Frame(self._stream_id, FrameType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, b"")
-                    )
+                    self._client._send_nowait(self._stream_id)
         finally:
             self._client._release(self._state)
             if self._span is not None:
@@ -450,7 +463,7 @@ class Stream(Generic[M]):
         if self._send_closed:
             raise ProtocolError("ttrpc: send on a stream whose sending side is closed")
         data = message.SerializeToString()
-        await self._bounded(self._client._write(Frame(self._stream_id, FrameType.DATA, 0, data)))
+        await self._bounded(self._client._send(self._stream_id, data))
         if self._span is not None:
             self._span.sent(len(data))
 
@@ -462,8 +475,7 @@ class Stream(Generic[M]):
         if self._send_closed:
             return
         self._send_closed = True
-        frame = Frame(self._stream_id, FrameType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, b"")
-        await self._bounded(self._client._write(frame))
+        await self._bounded(self._client._send(self._stream_id, None))
 
     async def recv(self) -> M | None:
         """The next message from the server, or ``None`` when the server ended the stream.
@@ -474,29 +486,24 @@ class Stream(Generic[M]):
             ConnectionClosed: the connection is gone.
         """
         while not self._ended:
-            frame = await self._bounded(self._state.inbox.get())
-            if frame is None:
+            event = await self._bounded(self._state.inbox.get())
+            if event is None:
                 self._ended = True
                 break
-            if frame.type == FrameType.RESPONSE:
+            if isinstance(event, Finished):
                 self._ended = True
-                payload = self._payload(frame.data)  # raises the status
+                payload = self._payload(event)  # raises the status
                 return self._message(payload) if payload else None
-            closing = frame.flags & Flags.REMOTE_CLOSED
-            if closing and (not frame.data or frame.flags & Flags.NO_DATA):
-                self._ended = True
-                break
-            return self._message(frame.data)
+            return self._message(event.payload)
         return None
 
-    def _payload(self, response: bytes) -> bytes:
-        """A Response frame's payload; a non-OK status is raised (and kept for the ``-v`` line)."""
-        try:
-            return decode_response(response)
-        except RPCError as exc:
-            if self._span is not None:
-                self._failure = _outcome(exc)
-            raise
+    def _payload(self, event: Finished) -> bytes:
+        """A finished call's payload; its error is raised (and a status kept for the ``-v`` line)."""
+        if event.error is not None:
+            if self._span is not None and isinstance(event.error, RPCError):
+                self._failure = _outcome(event.error)
+            raise event.error
+        return event.payload or b""
 
     def _message(self, data: bytes) -> M:
         if self._span is not None:
@@ -518,10 +525,10 @@ class Stream(Generic[M]):
             ProtocolError: the server sent stream data or ended without a response.
         """
         await self.close_send()
-        frame = await self._bounded(self._state.inbox.get())
+        event = await self._bounded(self._state.inbox.get())
         self._ended = True
-        if frame is None:
+        if event is None:
             raise ProtocolError("ttrpc: stream ended without a response")
-        if frame.type != FrameType.RESPONSE:
+        if not isinstance(event, Finished):
             raise ProtocolError("ttrpc: received data from non-streaming server")
-        return self._message(self._payload(frame.data))
+        return self._message(self._payload(event))
