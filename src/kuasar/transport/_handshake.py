@@ -9,6 +9,9 @@ sockets, no asyncio.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 from kuasar import _tracing
 from kuasar.address import HvsockAddress
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
@@ -212,3 +215,34 @@ def trace_reply(address: HvsockAddress, host_port: int | None) -> None:
 def trace_refused(address: HvsockAddress, reason: str) -> None:
     """The ``-v`` line of a ``CONNECT`` closed before ``OK``."""
     _tracing.trace("CONNECT %d -> %s (%s)", address.port, reason, address.path)
+
+
+def reply_byte(reader: HandshakeReader, byte: bytes) -> tuple[bool, int | None]:
+    """Feed one byte of the VMM's reply: ``(done, host port)``.
+
+    Raises:
+        ClosedBeforeOK: EOF (``byte`` is empty) before the line ended.
+        HandshakeError: the line is too long or is not ``OK``/``OK <port>``.
+    """
+    if not byte:
+        raise ClosedBeforeOK(reader.received, "connection closed before OK")
+    line, _ = reader.feed(byte)
+    if line is None:
+        return False, None
+    return True, parse_ok_line(reader.received)  # the whole line, newline included, in errors
+
+
+@contextlib.contextmanager
+def reply_errors(address: HvsockAddress, reader: HandshakeReader) -> Iterator[None]:
+    """Around sending ``CONNECT`` and reading the reply: a reset is a refusal (``ClosedBeforeOK``,
+    retried), a bad line or another socket error a ``HandshakeError``; timeouts pass through."""
+    try:
+        yield
+    except (ConnectionResetError, BrokenPipeError) as exc:
+        raise ClosedBeforeOK(reader.received, f"connection reset before OK ({exc.strerror})") from exc
+    except HandshakeError as exc:
+        raise handshake_error(address, exc.message, port_hints(address.port)) from exc
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise handshake_error(address, f"{exc.strerror or exc}", port_hints(address.port)) from exc

@@ -14,7 +14,7 @@ import time
 
 from kuasar.address import VMADDR_CID_ANY, Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
-from kuasar.errors import ConnectError, HandshakeError, UsageError
+from kuasar.errors import ConnectError, UsageError
 from kuasar.transport._errors import map_exceptions
 from kuasar.transport._handshake import (
     Backoff,
@@ -22,9 +22,8 @@ from kuasar.transport._handshake import (
     HandshakeReader,
     closed_error,
     format_connect,
-    handshake_error,
-    parse_ok_line,
-    port_hints,
+    reply_byte,
+    reply_errors,
     silent_error,
     trace_refused,
     trace_reply,
@@ -110,22 +109,12 @@ def _handshake(
     sock: socket.socket, address: HvsockAddress, reader: HandshakeReader, deadline: float
 ) -> int | None:
     """Send CONNECT and read the reply byte by byte, bounded by ``deadline`` (``TimeoutError``)."""
-    try:
+    with reply_errors(address, reader):
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(format_connect(address.port))
         while True:
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            byte = sock.recv(1)
-            if not byte:
-                raise ClosedBeforeOK(reader.received, "connection closed before OK")
-            line, _ = reader.feed(byte)
-            if line is not None:
-                return parse_ok_line(reader.received)
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        raise ClosedBeforeOK(reader.received, f"connection reset before OK ({exc.strerror})") from exc
-    except HandshakeError as exc:
-        raise handshake_error(address, exc.message, port_hints(address.port)) from exc
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        raise handshake_error(address, f"{exc.strerror or exc}", port_hints(address.port)) from exc
+            done, host_port = reply_byte(reader, sock.recv(1))
+            if done:
+                return host_port
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

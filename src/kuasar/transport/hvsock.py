@@ -21,7 +21,6 @@ import socket
 
 from kuasar.address import HvsockAddress, UnixAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
-from kuasar.errors import HandshakeError
 from kuasar.transport import unix
 from kuasar.transport._errors import map_exceptions
 from kuasar.transport._handshake import (
@@ -31,10 +30,10 @@ from kuasar.transport._handshake import (
     closed_error,
     describe,
     format_connect,
-    handshake_error,
     parse_connect_line,
     parse_ok_line,
-    port_hints,
+    reply_byte,
+    reply_errors,
     silent_error,
     trace_refused,
     trace_reply,
@@ -46,23 +45,13 @@ __all__ = ["HandshakeReader", "describe", "dial", "format_connect", "parse_conne
 async def _handshake(sock: socket.socket, address: HvsockAddress, reader: HandshakeReader) -> int | None:
     """Send CONNECT and read the reply into ``reader`` byte by byte on a raw non-blocking socket."""
     loop = asyncio.get_running_loop()
-    try:
+    with reply_errors(address, reader):
         await loop.sock_sendall(sock, format_connect(address.port))
         while True:
-            byte = await loop.sock_recv(sock, 1)
-            if not byte:
-                raise ClosedBeforeOK(reader.received, "connection closed before OK")
-            line, _ = reader.feed(byte)
-            if line is not None:
-                return parse_ok_line(reader.received)  # the whole line, newline included, in errors
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        raise ClosedBeforeOK(reader.received, f"connection reset before OK ({exc.strerror})") from exc
-    except HandshakeError as exc:
-        raise handshake_error(address, exc.message, port_hints(address.port)) from exc
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        raise handshake_error(address, f"{exc.strerror or exc}", port_hints(address.port)) from exc
+            done, host_port = reply_byte(reader, await loop.sock_recv(sock, 1))
+            if done:
+                return host_port
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 
 
 async def dial(
