@@ -236,6 +236,25 @@ def _eventfd_count(fd: int) -> int:
         return 0
 
 
+def test_a_device_reset_ends_streams_and_serves_again(running: Running) -> None:
+    """A guest reboot: QEMU stops both rings (GET_VRING_BASE) and sets them up again."""
+    sock, line = running.client(1024)
+    with sock:
+        assert line.startswith(b"OK ")
+        sock.sendall(b"before")
+        assert recv_all(sock, 6) == b"before"
+        bases = running.vm.restart_rings()
+        assert all(base > 0 for base in bases)  # where the device had got to on each ring
+        with contextlib.suppress(ConnectionResetError):
+            assert recv_all(sock) == b""  # the stream ended with the device
+    until(lambda: running.device.muxer.online)
+    again, line = running.client(1024)
+    with again:
+        assert line.startswith(b"OK ")
+        again.sendall(b"after")
+        assert recv_all(again, 5) == b"after"
+
+
 def test_qemu_dying_mid_transfer_ends_every_client(short_tmpdir: Path) -> None:
     run = Running(short_tmpdir)
     sock, line = run.client(1024)

@@ -80,7 +80,7 @@ class FakeVM:
         self.listening = {1024: "echo", 1025: "flood", 1030: "stall"}
         self.flood_size = 0
         self.events: collections.deque[tuple[str, int, int]] = collections.deque(maxlen=1000)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._next_port = 50000
@@ -131,6 +131,9 @@ class FakeVM:
         table = vu.encode_memory_table([MemoryRegion(0, MEM_SIZE, USER_ADDR, 0)])
         self.send(_hdr(Request.SET_MEM_TABLE, table, vu.VERSION | vu.FLAG_NEED_REPLY), [self._memfd])
         assert struct.unpack("<Q", self.recv_reply())[0] == 0, "SET_MEM_TABLE failed"
+        self._set_up_rings()
+
+    def _set_up_rings(self) -> None:
         for i, ring in enumerate((self.rx, self.tx)):
             self.send(_hdr(Request.SET_VRING_NUM, VringState(i, QUEUE).encode()))
             self.send(_hdr(Request.SET_VRING_BASE, VringState(i, 0).encode()))
@@ -143,6 +146,23 @@ class FakeVM:
             for _ in range(QUEUE // 2):
                 self.rx.add(writable=[RX_BUF])
         self._kick(0)
+
+    def restart_rings(self) -> list[int]:
+        """The guest resets the device (a reboot): GET_VRING_BASE stops both rings, then the rings
+        are laid out anew and started again. Returns the bases the device reported."""
+        with self._lock:
+            bases = []
+            for i in range(2):
+                self.send(_hdr(Request.GET_VRING_BASE, VringState(i, 0).encode()))
+                bases.append(VringState.decode(self.recv_reply()).num)
+            self.memory[0x1000:0x100000] = bytes(0x100000 - 0x1000)
+            half = MEM_SIZE // 2
+            self.rx = GuestRing(self.memory, QUEUE, base=0x1000, heap=(0x100000, half))
+            self.tx = GuestRing(self.memory, QUEUE, base=0x8000, heap=(half, MEM_SIZE))
+            self.conns.clear()
+            self._pending.clear()
+            self._set_up_rings()
+        return bases
 
     def start(self) -> None:
         self.handshake()
