@@ -9,6 +9,8 @@ import struct
 from collections.abc import Sequence
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kuasar.errors import KuasarError
 from kuasar.vmm import vhost_user as vu
@@ -444,3 +446,17 @@ def test_unoffered_features_and_vrings_are_protocol_errors() -> None:
     with pytest.raises(VhostUserError, match="vring 5 does not exist"):
         qemu.send(u64(Request.SET_VRING_CALL, 5), [fd])
     assert not is_open(fd)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400), st.lists(st.integers(1, 64), max_size=10))
+def test_garbage_gives_messages_or_a_vhost_user_error(data: bytes, cuts: list[int]) -> None:
+    conn = Connection(ACKED)
+    pos = 0
+    try:
+        for size in [*cuts, len(data)]:
+            conn.receive_data(data[pos : pos + size])
+            pos += size
+            drain(conn)
+    except VhostUserError:
+        pass

@@ -7,6 +7,8 @@ from __future__ import annotations
 import struct
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kuasar.vmm.testing import USER_BASE, GuestRing, guest_memory
 from kuasar.vmm.virtqueue import (
@@ -313,3 +315,48 @@ def test_chain_read_of_many_views() -> None:
     view = memoryview(data)
     chain = Chain(0, [view[0:2], view[2:4], view[4:6]])
     assert chain.read() == b"abcdef"
+
+
+# ---------------------------------------------------------------- any table, any ring
+
+
+_descriptor = st.tuples(
+    st.one_of(st.integers(0, 0x10_0000), st.integers(0, 2**64 - 1)),
+    st.one_of(st.integers(0, 4096), st.integers(0, 2**32 - 1)),
+    st.integers(0, 7),
+    st.integers(0, 15),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    table=st.lists(_descriptor, min_size=8, max_size=8),
+    heads=st.lists(st.integers(0, 9), min_size=1, max_size=8),
+    indirect=st.lists(_descriptor, max_size=8),
+)
+def test_any_ring_gives_chains_inside_memory_or_a_ring_error(
+    table: list[tuple[int, int, int, int]],
+    heads: list[int],
+    indirect: list[tuple[int, int, int, int]],
+) -> None:
+    data, memory = guest_memory()
+    guest = GuestRing(data, 8)
+    for index, desc in enumerate(table):
+        guest.write_desc(guest.desc, index, *desc)
+    for index, desc in enumerate(indirect):
+        guest.write_desc(0x8_0000, index, *desc)  # an indirect table a descriptor may point at
+    for head in heads:
+        guest.publish(head)
+    queue = guest.device_queue(memory, max_chain_bytes=1 << 20)
+    for _ in heads:
+        try:
+            chain = queue.pop()
+        except RingError:
+            assert queue.error is not None
+            return
+        assert chain is not None
+        views = chain.readable + chain.writable
+        assert sum(len(v) for v in views) <= 1 << 20 and len(views) <= 2 * 8
+        chain.write(b"\xff" * chain.writable_len)
+        queue.push(chain.head, chain.writable_len)
+    assert len(data) == 1 << 20

@@ -5,6 +5,8 @@ guest-initiated connections, stray packets."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kuasar.config import TEST_LIMITS
 from kuasar.vmm.testing import guest_packet
@@ -402,3 +404,48 @@ def test_seqpacket_is_refused_with_rst() -> None:
     mux = Muxer(3)
     mux.guest_packet(guest_packet(Op.REQUEST, src_port=1, dst_port=2, type_=2))
     assert ops(rx(mux)) == [Op.RST] and not mux.links
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(list(Op)) | st.integers(0, 9),
+            st.integers(1023, 1026),
+            st.sampled_from([HOST_PORT, 5000]),
+            st.binary(max_size=64),
+            st.integers(0, 3),
+            st.integers(0, 2**32 - 1),
+        ),
+        max_size=30,
+    ),
+    st.lists(st.sampled_from(["data", "eof", "sent", "fail", "tick", "connect"]), max_size=10),
+)
+def test_any_packet_sequence_keeps_the_muxer_consistent(
+    packets: list[tuple[int, int, int, bytes, int, int]], host_events: list[str]
+) -> None:
+    mux = Muxer(3, buf_alloc=256)
+    link = connect(mux)
+    for op, src, dst, payload, flags, credit in packets:
+        mux.guest_packet(
+            guest_packet(op, src_port=src, dst_port=dst, payload=payload, flags=flags, fwd_cnt=credit)
+        )
+        for event in host_events:
+            for other in list(mux.links.values()):
+                if event == "data" and other.read_budget() > 0:
+                    mux.host_data(other, b"d" * other.read_budget(), 1.0)
+                elif event == "eof":
+                    mux.host_eof(other)
+                elif event == "sent" and other.to_host:
+                    mux.host_sent(other, len(other.to_host))
+                elif event == "fail":
+                    mux.host_failed(other, "test")
+                elif event == "tick":
+                    mux.tick(100.0)
+                elif event == "connect" and other.state is State.DIALING:
+                    mux.dial_done(other, ok=True)
+        for header, body in rx(mux, room=100):
+            assert header.len == len(body) <= 100 and header.src_cid == HOST_CID
+        for other in mux.links.values():
+            assert len(other.to_host) <= 256 and len(other.to_guest) <= 256
+    assert link.id in mux.links or link.state is State.CLOSED
