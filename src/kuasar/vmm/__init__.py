@@ -1,8 +1,8 @@
 """Our own virtual devices for real guests: a virtio-vsock device over vhost-user (issue 10).
 
 Layer contract: beside ``kuasar.sandbox``, below ``kuasar.ctl``; imports ``kuasar.errors``,
-``kuasar.config``, ``kuasar.address``, ``kuasar._log`` and the sans-IO parts of
-``kuasar.transport``, never ``kuasar.ctl``, ``kuasar.agent``, ``kuasar.guest`` or
+``kuasar.config``, ``kuasar.address``, ``kuasar._log`` and the sans-IO CONNECT line parser of
+``kuasar.transport``; never ``kuasar.ctl``, ``kuasar.agent``, ``kuasar.guest`` or
 ``kuasar.sandbox``. Nothing is imported here: take the submodule you need.
 
 ============================  ===================================================================
@@ -15,6 +15,8 @@ module                        what
 :mod:`.vsock_conn`            one stream's state and credit, both ways
 :mod:`.vsock_device`          the hybrid-vsock muxer (``CONNECT <port>`` → ``OK <host_port>``)
 :mod:`._memory`               ``mmap`` of the memory table (IO)
-:mod:`.vsock_server`          the device process: a ``selectors`` driver (IO)
+:mod:`._host`                 the hybrid socket's listener and host client sockets (IO)
+:mod:`.vsock_server`          the device process: a ``selectors`` driver (IO), ``main()``
+:mod:`.testing`               the guest's side of a split ring, for tests (sans-IO)
 ============================  ===================================================================
 """

@@ -2,8 +2,9 @@
 
 Layer contract: the IO half of :mod:`kuasar.vmm`: sockets, eventfds, ``selectors``; imports
 ``kuasar.config``, ``kuasar.errors``, ``kuasar._log`` and this package. Every protocol rule lives in
-:mod:`.vhost_user`, :mod:`.backend`, :mod:`.virtqueue` and :mod:`.vsock_device`; this module only
-moves bytes between them and the descriptors.
+:mod:`.vhost_user`, :mod:`.backend`, :mod:`.virtqueue` and :mod:`.vsock_device`; this module (the
+front-end socket, memory, eventfds, the rings) and :mod:`._host` (the host sockets) only move bytes
+between them and the descriptors. ``SIGUSR1`` logs every queue and stream (to see a stall).
 
 Why ``selectors`` and not asyncio (facts file): the front-end's messages carry descriptors
 (``recvmsg`` with ``SCM_RIGHTS``, which asyncio 3.11 streams cannot do), kicks and calls are
