@@ -64,7 +64,7 @@ def sandbox_roots(socket_dir: str | None = None, environ: Mapping[str, str] | No
 def _socket_in(directory: str) -> tuple[str, str] | None:
     """The sandbox socket in ``directory``, or None. Raises ``PermissionError`` if it may not be read."""
     for name in SOCKET_NAMES:
-        candidate = os.path.join(directory, name)
+        candidate = f"{directory}/{name}"  # os.path.join's result: ``directory`` never ends in "/"
         try:
             os.lstat(candidate)
         except (FileNotFoundError, NotADirectoryError):
@@ -138,14 +138,23 @@ class Scan:
         return permission_denied(denied) if denied else None
 
 
-def scan(roots: Sequence[str]) -> Scan:
-    """Look through ``roots`` once: the sandboxes found, the roots missing, what may not be read."""
+def scan(roots: Sequence[str], prefix: str = "") -> Scan:
+    """Look through ``roots`` once: the sandboxes found, the roots missing, what may not be read.
+
+    Args:
+        roots: the roots, in order.
+        prefix: only directories whose name starts with it are looked into (and can be found or be
+            unreadable); the others cost one name comparison each, not a ``stat``.
+    """
     found: list[tuple[str, int, SandboxRef]] = []
     missing: list[tuple[str, str]] = []
     unreadable: list[str] = []
     for order, root in enumerate(roots):
         try:
-            entries = sorted(os.scandir(root), key=lambda entry: entry.name)
+            entries = sorted(
+                (entry for entry in os.scandir(root) if entry.name.startswith(prefix)),
+                key=lambda entry: entry.name,
+            )
         except FileNotFoundError:
             missing.append((root, "no such directory"))
             continue
@@ -222,7 +231,9 @@ def resolve_sandbox(query: str, roots: Sequence[str]) -> SandboxRef:
     shown = printable(query)
     if "/" in query:
         raise UsageError(f"invalid sandbox ID {query!r}: it contains '/'")
-    found = scan(roots)
+    # Only the directories named like the query can be the answer: look into those alone, and
+    # through everything only to list what exists when none of them is.
+    found = scan(roots, prefix=query)
     found.check_roots()
     sandboxes = found.sandboxes
     exact = [ref for ref in sandboxes if ref.id == query]
@@ -234,7 +245,7 @@ def resolve_sandbox(query: str, roots: Sequence[str]) -> SandboxRef:
             matches=[ref.directory for ref in exact],
             hints=[*(f"  {printable(ref.directory)}" for ref in exact), "Pass -d/--socket-dir to pick one."],
         )
-    matches = [ref for ref in sandboxes if ref.id.startswith(query)]
+    matches = list(sandboxes)
     candidates = [os.path.basename(path) for path in found.unreadable]
     denied = found.permission_error([name for name in candidates if name.startswith(query)])
     if len(matches) == 1 and denied is None:
@@ -249,7 +260,10 @@ def resolve_sandbox(query: str, roots: Sequence[str]) -> SandboxRef:
                 "Please provide a more specific prefix.",
             ],
         )
-    denied = denied or found.permission_error()
+    if denied is None:
+        found = scan(roots)
+        sandboxes = found.sandboxes
+        denied = found.permission_error()
     if denied is not None:
         raise denied
     if not sandboxes:

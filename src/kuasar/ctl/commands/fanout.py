@@ -138,9 +138,9 @@ async def run_all(args: argparse.Namespace, argv: Sequence[str], env: dict[str, 
         raise UsageError(f"-P must be at least 1, not {args.parallel}")
     import asyncio
 
-    found = scan(sandbox_roots(args.socket_dir))
+    found = scan(sandbox_roots(args.socket_dir), prefix=args.prefix)
     found.check_roots()
-    refs = [ref for ref in found.sandboxes if ref.id.startswith(args.prefix)]
+    refs = list(found.sandboxes)
     if not refs:
         where = f' with prefix "{printable(args.prefix)}"' if args.prefix else ""
         raise KuasarError(f"no sandboxes{where} in {', '.join(sandbox_roots(args.socket_dir))}")
