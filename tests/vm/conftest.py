@@ -3,11 +3,13 @@
 Opt-in: ``make test-vm`` (``pytest -m vm tests/vm``). Skipped with the reason when QEMU, busybox,
 socat or the kernel package is not available. One guest per test module (boot ≈ 3-7 s under TCG);
 never run it beside other heavy work on a 2-core machine. Measured numbers are printed at the end
-of the module (run with ``-s`` to see them).
+of the module (run with ``-s`` to see them). ``KUASAR_VM_MACHINE=q35`` and ``KUASAR_VM_SMP=2``
+boot the other shapes the facts file measured.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +38,12 @@ def vm() -> Iterator[VM]:
     except Unavailable as exc:
         pytest.skip(f"no guest VM: {exc}")
     with tempfile.TemporaryDirectory(prefix="kvm") as directory:
-        machine = VM(image, Path(directory))
+        machine = VM(
+            image,
+            Path(directory),
+            machine=os.environ.get("KUASAR_VM_MACHINE", "pc"),
+            smp=int(os.environ.get("KUASAR_VM_SMP", "1")),
+        )
         try:
             machine.start()
             yield machine

@@ -37,8 +37,19 @@ def _cpu_seconds(pid: int) -> float:
 class VM:
     """One guest: the device process, QEMU, and their files in ``directory``."""
 
-    def __init__(self, image: GuestImage, directory: Path, *, cid: int = 3, verbose: bool = False) -> None:
+    def __init__(
+        self,
+        image: GuestImage,
+        directory: Path,
+        *,
+        cid: int = 3,
+        verbose: bool = False,
+        machine: str = "pc",
+        smp: int = 1,
+    ) -> None:
         self.image = image
+        self.machine = machine
+        self.smp = smp
         self.dir = directory
         self.cid = cid
         self.vhost = str(directory / "vu.sock")
@@ -54,9 +65,18 @@ class VM:
     def command(self) -> list[str]:
         return [
             qemu_binary(),
-            *("-name", "kuasar-vm-test", "-accel", "tcg", "-machine", "pc,memory-backend=mem"),
+            *("-name", "kuasar-vm-test", "-accel", "tcg", "-machine", f"{self.machine},memory-backend=mem"),
             *("-object", "memory-backend-memfd,id=mem,size=512M,share=on", "-cpu", "max", "-m", "512"),
-            *("-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-monitor", "none"),
+            *(
+                "-smp",
+                str(self.smp),
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-monitor",
+                "none",
+            ),
             *("-no-reboot", "-kernel", str(self.image.kernel), "-initrd", str(self.image.initrd)),
             *("-append", "console=ttyS0 panic=-1 quiet", "-serial", f"file:{self.console}"),
             *("-chardev", f"socket,id=vu,path={self.vhost}", "-device", "vhost-user-vsock-pci,chardev=vu"),
