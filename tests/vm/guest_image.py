@@ -167,4 +167,7 @@ def build() -> GuestImage:
         partial = initrd.with_suffix(".partial")
         partial.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=6))
         partial.rename(initrd)
+        for stale in cache.glob("initrd-*.img"):  # built from inputs that changed since
+            if stale != initrd:
+                stale.unlink(missing_ok=True)
     return GuestImage(vmlinuz, initrd, release)
