@@ -14,27 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
+from typing import Any
 
-CTL = [sys.executable, "-m", "kuasar.ctl"]
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-
-#: Measure as users run it: with bytecode caches written (some CI images set PYTHONDONTWRITEBYTECODE,
-#: which makes every run recompile kuasar's modules).
-ENV = {key: value for key, value in os.environ.items() if key != "PYTHONDONTWRITEBYTECODE"}
-
-
-def median_ms(command: list[str], runs: int) -> float:
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        subprocess.run(command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, check=True, env=ENV)
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
+from _common import CTL, ENV, median_ms
 
 
 def protobuf_on_exec_path(root: str, sandbox_id: str) -> bool:
@@ -50,36 +37,58 @@ def protobuf_on_exec_path(root: str, sandbox_id: str) -> bool:
     return result.stderr.strip().endswith("True")
 
 
+def measure(runs: int = 20) -> dict[str, Any]:
+    """Start a local sandbox, time each command (median of ``runs``), stop it; milliseconds."""
+    root = tempfile.mkdtemp(prefix="ksrbench", dir="/tmp")
+    sandbox_id = "bench-exec"
+    subprocess.run(
+        [*CTL, "sandbox", "run", "-d", root, "--name", sandbox_id],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env=ENV,
+    )
+    try:
+        median_ms([*CTL, "exec", "-d", root, sandbox_id, "true"], 2)  # warm caches
+        baseline = median_ms([sys.executable, "-c", "pass"], runs)
+        asyncio_ms = median_ms([sys.executable, "-c", "import asyncio"], runs)
+        help_ms = median_ms([*CTL, "--help"], runs)
+        exec_ms = median_ms([*CTL, "exec", "-t", "-d", root, sandbox_id, "true"], runs)
+        console_ms = median_ms([*CTL, "exec", "--console", "-t", "-d", root, sandbox_id, "true"], runs)
+        protobuf = protobuf_on_exec_path(root, sandbox_id)
+    finally:
+        subprocess.run(
+            [*CTL, "sandbox", "stop", "-d", root, sandbox_id], check=False, stdout=subprocess.DEVNULL, env=ENV
+        )
+        shutil.rmtree(root, ignore_errors=True)
+    return {
+        "runs": runs,
+        "baseline_ms": baseline,
+        "asyncio_ms": asyncio_ms,
+        "help_ms": help_ms,
+        "exec_ms": exec_ms,
+        "console_ms": console_ms,
+        "protobuf_on_console_path": protobuf,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="ksrbench", dir="/tmp")
-    sandbox_id = "bench-exec"
-    subprocess.run(
-        [*CTL, "sandbox", "run", "-d", root, "--name", sandbox_id], check=True, stdout=subprocess.DEVNULL
-    )
-    try:
-        median_ms([*CTL, "exec", "-d", root, sandbox_id, "true"], 2)  # warm caches
-        baseline = median_ms([sys.executable, "-c", "pass"], args.runs)
-        asyncio_ms = median_ms([sys.executable, "-c", "import asyncio"], args.runs)
-        help_ms = median_ms([*CTL, "--help"], args.runs)
-        exec_ms = median_ms([*CTL, "exec", "-t", "-d", root, sandbox_id, "true"], args.runs)
-        console_ms = median_ms([*CTL, "exec", "--console", "-t", "-d", root, sandbox_id, "true"], args.runs)
-        protobuf = protobuf_on_exec_path(root, sandbox_id)
-    finally:
-        subprocess.run(
-            [*CTL, "sandbox", "stop", "-d", root, sandbox_id], check=False, stdout=subprocess.DEVNULL
-        )
-        shutil.rmtree(root, ignore_errors=True)
+    result = measure(args.runs)
+    baseline, exec_ms = result["baseline_ms"], result["exec_ms"]
     goal = 2 * baseline + 10
     print(f"{'what':<28}{'median ms':>10}{'x baseline':>12}")
-    print(f"{'python3 -c pass':<28}{baseline:>10.1f}{1.0:>12.2f}")
-    print(f"{'kuasarctl --help':<28}{help_ms:>10.1f}{help_ms / baseline:>12.2f}")
-    print(f"{'python3 -c import asyncio':<28}{asyncio_ms:>10.1f}{asyncio_ms / baseline:>12.2f}")
-    print(f"{'kuasarctl exec -t ID true':<28}{exec_ms:>10.1f}{exec_ms / baseline:>12.2f}")
-    print(f"{'  ... --console':<28}{console_ms:>10.1f}{console_ms / baseline:>12.2f}")
+    for name, key in (
+        ("python3 -c pass", "baseline_ms"),
+        ("kuasarctl --help", "help_ms"),
+        ("python3 -c import asyncio", "asyncio_ms"),
+        ("kuasarctl exec -t ID true", "exec_ms"),
+        ("  ... --console", "console_ms"),
+    ):
+        print(f"{name:<28}{result[key]:>10.1f}{result[key] / baseline:>12.2f}")
     print(f"goal: exec <= 2 x baseline + 10 ms = {goal:.1f} ms -> {'met' if exec_ms <= goal else 'NOT met'}")
+    protobuf = result["protobuf_on_console_path"]
     print(f"protobuf imported on the console exec path: {'yes (regression!)' if protobuf else 'no'}")
     return 0
 

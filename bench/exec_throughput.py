@@ -24,16 +24,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-CTL = [sys.executable, "-m", "kuasar.ctl"]
+from _common import CTL, ENV
 
 
 def timed(command: list[str], *, stdin: int | None = subprocess.DEVNULL) -> float:
     started = time.perf_counter()
     with open(os.devnull, "wb") as sink:
-        subprocess.run(command, stdin=stdin, stdout=sink, check=True)
+        subprocess.run(command, stdin=stdin, stdout=sink, check=True, env=ENV)
     return time.perf_counter() - started
 
 
@@ -83,6 +85,40 @@ def sandbox(name: str) -> Iterator[tuple[str, str, bool]]:
         yield helped.root, helped.id, False
 
 
+def measure(size: int = 256, runs: int = 3) -> dict[str, Any]:
+    """Start a sandbox, time ``cat`` of ``size`` MiB on each path (median of ``runs``), stop it.
+
+    Returns seconds per path (``api``, ``console``, ``socat``), the exec-of-``true`` times, the
+    agent's idle RSS in KiB (None when unknown) and whether the agent served Exec itself.
+    """
+    with sandbox("bench-tput") as (root, sandbox_id, native):
+        time.sleep(1.0)
+        rss = agent_rss_kib(root, sandbox_id)
+        big = os.path.join(root, "big.bin")
+        with open(big, "wb") as file:
+            for _ in range(size):
+                file.write(os.urandom(1 << 20))
+        socket_path = os.path.join(root, sandbox_id, "task.socket")
+        base = [*CTL, "exec", "-t", "-d", root]
+        seconds = {
+            "api": median([timed([*base, "--agent", sandbox_id, "cat", big]) for _ in range(runs)]),
+            "console": median([timed([*base, "--console", sandbox_id, "cat", big]) for _ in range(runs)]),
+            "socat": median([socat_once(socket_path, big) for _ in range(runs)]),
+        }
+        true_api = median([timed([*base, sandbox_id, "true"]) for _ in range(max(5, runs))])
+        true_console = median([timed([*base, "--console", sandbox_id, "true"]) for _ in range(max(5, runs))])
+        os.unlink(big)
+    return {
+        "size_mib": size,
+        "runs": runs,
+        "seconds": seconds,
+        "true_api_s": true_api,
+        "true_console_s": true_console,
+        "agent_rss_kib": rss,
+        "native_exec": native,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=256, help="BIGFILE size in MiB (default 256)")
@@ -91,33 +127,16 @@ def main() -> int:
     if shutil.which("socat") is None:
         print("socat is not installed: apt-get install socat")
         return 1
-    with sandbox("bench-tput") as (root, sandbox_id, native):
-        time.sleep(1.0)
-        rss = agent_rss_kib(root, sandbox_id)
-        big = os.path.join(root, "big.bin")
-        with open(big, "wb") as file:
-            for _ in range(args.size):
-                file.write(os.urandom(1 << 20))
-        socket_path = os.path.join(root, sandbox_id, "task.socket")
-        base = [*CTL, "exec", "-t", "-d", root]
-        results = {
-            "api": median([timed([*base, "--agent", sandbox_id, "cat", big]) for _ in range(args.runs)]),
-            "console": median(
-                [timed([*base, "--console", sandbox_id, "cat", big]) for _ in range(args.runs)]
-            ),
-            "socat": median([socat_once(socket_path, big) for _ in range(args.runs)]),
-        }
-        true_api = median([timed([*base, sandbox_id, "true"]) for _ in range(max(5, args.runs))])
-        true_console = median(
-            [timed([*base, "--console", sandbox_id, "true"]) for _ in range(max(5, args.runs))]
-        )
-        os.unlink(big)
+    result = measure(args.size, args.runs)
+    results = result["seconds"]
+    native, rss = result["native_exec"], result["agent_rss_kib"]
     print(
         f"BIGFILE {args.size} MiB, median of {args.runs} runs" + ("" if native else " (API via test helper)")
     )
     for name, seconds in results.items():
         ratio = results["socat"] / seconds
         print(f"  {name:8} {seconds * 1000:8.0f} ms  {args.size / seconds:8.1f} MiB/s  {ratio:5.2f}x socat")
+    true_api, true_console = result["true_api_s"], result["true_console_s"]
     print(f"exec true: auto (probe + API) {true_api * 1000:.0f} ms, --console {true_console * 1000:.0f} ms")
     print(f"agent idle RSS: {rss / 1024:.1f} MiB (goal <= 30 MiB)" if rss else "agent idle RSS: unknown")
     return 0
