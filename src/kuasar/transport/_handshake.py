@@ -3,8 +3,10 @@ and reply lines, the retry schedule and the error texts, shared by every driver 
 :mod:`kuasar.transport.hvsock`, the blocking :mod:`kuasar.transport.blocking`) and by the VMM side
 (:mod:`kuasar.transport.hvsock_server`).
 
-Layer contract: bytes only; imports ``kuasar.address``, ``kuasar.config``, ``kuasar.errors``. No
-sockets, no asyncio.
+Layer contract: bytes only; imports ``kuasar.address``, ``kuasar.config``, ``kuasar.errors`` and
+``kuasar._tracing``. No sockets, no asyncio. Underscore-private to the package's users, but the
+transport-side cores of ``kuasar.vmm`` (the virtio-vsock muxer) import it by name: it is the one
+home of the hybrid vsock rules.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
 from kuasar.errors import REASON_NO_LISTENER, REASON_SILENT, HandshakeError
 
 _MAX_U32 = 0xFFFFFFFF
+#: The first host port a VMM hands out (Cloud Hypervisor: bit 30 set).
+FIRST_HOST_PORT = 1 << 30
+_TOP_BIT = 1 << 31
 _CONNECT_PREFIXES = (b"CONNECT ", b"connect ")
 _FIRST_BACKOFF = 0.01
 _MAX_BACKOFF = 0.2
@@ -246,3 +251,9 @@ def reply_errors(address: HvsockAddress, reader: HandshakeReader) -> Iterator[No
         raise
     except OSError as exc:
         raise handshake_error(address, f"{exc.strerror or exc}", port_hints(address.port)) from exc
+
+
+def next_host_port(port: int) -> int:
+    """The host port a VMM hands out after ``port``: bit 30 kept set, bit 31 never, wrapping within
+    that range (Cloud Hypervisor's rule; our hvsock server and virtio-vsock muxer both use it)."""
+    return ((port + 1) & ~_TOP_BIT) | FIRST_HOST_PORT

@@ -36,7 +36,13 @@ from kuasar.address import Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import HandshakeError, KuasarError
 from kuasar.transport import unix, vsock
-from kuasar.transport.hvsock import HandshakeReader, describe, parse_connect_line
+from kuasar.transport._handshake import (
+    FIRST_HOST_PORT,
+    HandshakeReader,
+    describe,
+    next_host_port,
+    parse_connect_line,
+)
 
 __all__ = ["HvsockServer", "PortResolver", "port_directory_resolver"]
 
@@ -44,8 +50,6 @@ __all__ = ["HvsockServer", "PortResolver", "port_directory_resolver"]
 PortResolver = Callable[[int], Address | None]
 
 _CHUNK = 64 * 1024
-_HOST_PORT_BIT = 1 << 30
-_TOP_BIT = 1 << 31
 
 log = _log.get_logger("kuasar.transport.hvsock_server")
 
@@ -133,7 +137,7 @@ class HvsockServer:
         resolve_port: PortResolver,
         *,
         limits: Limits = DEFAULT_LIMITS,
-        first_host_port: int = _HOST_PORT_BIT,
+        first_host_port: int = FIRST_HOST_PORT,
         mode: int = 0o600,
     ) -> None:
         self.path = path
@@ -201,8 +205,7 @@ class HvsockServer:
 
     def _allocate_host_port(self) -> int:
         port = self._next_host_port
-        # Like CH: keep bit 30 set, never bit 31, wrap within that range.
-        self._next_host_port = ((port + 1) & ~_TOP_BIT) | _HOST_PORT_BIT
+        self._next_host_port = next_host_port(port)
         return port
 
     async def _read_request(self, reader: asyncio.StreamReader) -> int:

@@ -28,7 +28,7 @@ import itertools
 from kuasar import _log
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import HandshakeError
-from kuasar.transport._handshake import describe, parse_connect_line
+from kuasar.transport._handshake import FIRST_HOST_PORT, describe, next_host_port, parse_connect_line
 from kuasar.vmm.vsock_conn import Link, State
 from kuasar.vmm.vsock_packet import HOST_CID, TYPE_STREAM, Header, Op, PacketError, decode_packet
 
@@ -38,21 +38,10 @@ __all__ = ["DEFAULT_BUF_ALLOC", "Muxer"]
 DEFAULT_BUF_ALLOC = 256 * 1024
 #: How long a CONNECT waits for the guest's RESPONSE or RST (facts §9).
 REQUEST_TIMEOUT = 5.0
-_HOST_PORT_BIT = 1 << 30
-_TOP_BIT = 1 << 31
 #: Bound on control packets queued for ports that have no stream (RSTs to strays).
 _MAX_CONTROL = 1024
 
 log = _log.get_logger("kuasar.vmm.vsock")
-
-
-def next_host_port(port: int) -> int:
-    """The host port after ``port``: bit 30 kept set, bit 31 never, wrapping within that range.
-
-    The rule of ``HvsockServer._allocate_host_port``; to be imported from
-    ``kuasar.transport.hvsock_server`` once it is exposed there (see the issue 10 report).
-    """
-    return ((port + 1) & ~_TOP_BIT) | _HOST_PORT_BIT
 
 
 class Muxer:
@@ -90,7 +79,7 @@ class Muxer:
         self._rx: collections.deque[Link] = collections.deque()
         self._in_rx: set[Link] = set()
         self._ids = itertools.count(1)
-        self._next_port = _HOST_PORT_BIT
+        self._next_port = FIRST_HOST_PORT
 
     # ------------------------------------------------------------------ host side
 
