@@ -6,8 +6,10 @@
 #   golang-go, golang-github-containerd-ttrpc-dev   the Go ttrpc interop peer (built by the tests)
 #   containerd   its containerd-shim-runc-v2 is a real production ttrpc server
 #   python3-venv   `make` creates .venv with it
+#   qemu-system-x86   the vm tier boots a real guest kernel under TCG against our vhost-user-vsock device
 set -euo pipefail
-want=(tmux socat runc busybox-static golang-go golang-github-containerd-ttrpc-dev containerd python3-venv procps)
+want=(tmux socat runc busybox-static golang-go golang-github-containerd-ttrpc-dev containerd python3-venv procps
+      qemu-system-x86)
 missing=()
 for pkg in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
