@@ -8,8 +8,10 @@ Request/Data frames and the envelope, every answer read into events), which the 
 :mod:`kuasar.ttrpc.blocking` drives too:
 - One reader task per connection feeds the core and routes its events by stream id into each
   call's bounded :class:`~kuasar.ttrpc._conn.Inbox`.
-- Stream ids are odd, start at 1 and grow by 2; an id is taken and its Request written under the
-  connection's write lock, so ids reach the wire in increasing order (Go >= 1.2 servers insist).
+- Stream ids are odd, start at 1 and grow by 2; an id is taken and its Request queued with no
+  ``await`` in between, so ids reach the wire in increasing order (Go >= 1.2 servers insist).
+  Frames queued in one loop iteration leave in one ``send()`` (:class:`~kuasar.ttrpc._conn.FrameWriter`);
+  a writer waits only while the connection is over its high-water mark.
 - Head-of-line blocking: ttrpc has no flow control. When a stream's inbox is full
   (``limits.stream_queue`` messages) the reader waits, so *every* stream on this connection stalls
   until that stream's consumer reads. Consume streams promptly, or use a second connection.
@@ -248,24 +250,23 @@ class Client:
         client_streaming: bool = False,
         server_streaming: bool = False,
     ) -> int:
-        """Take a stream id (the core queues its Request) and write it, under the write lock, so
-        ids reach the wire in increasing order."""
-        async with self._writer.lock:
-            if self._error is not None:
-                raise self._error.with_traceback(None)
-            stream_id = self._core.open(
-                service,
-                method,
-                payload,
-                timeout=timeout,
-                metadata=metadata or (),
-                client_streaming=client_streaming,
-                server_streaming=server_streaming,
-            )
-            state.stream_id = stream_id
-            self._streams[stream_id] = state
-            await self._flush_locked()
-            return stream_id
+        """Take a stream id (the core queues its Request at once, so ids reach the wire in
+        increasing order), write it, and wait while the connection is over its high-water mark."""
+        if self._error is not None:
+            raise self._error.with_traceback(None)
+        stream_id = self._core.open(
+            service,
+            method,
+            payload,
+            timeout=timeout,
+            metadata=metadata or (),
+            client_streaming=client_streaming,
+            server_streaming=server_streaming,
+        )
+        state.stream_id = stream_id
+        self._streams[stream_id] = state
+        await self._flush()
+        return stream_id
 
     async def _send(self, stream_id: int, payload: bytes | None) -> None:
         """Queue a Data frame (``None``: the half-close) and write it."""
@@ -275,20 +276,20 @@ class Client:
             self._core.close_send(stream_id)
         else:
             self._core.send(stream_id, payload)
-        async with self._writer.lock:
-            await self._flush_locked()
+        await self._flush()
 
     def _send_nowait(self, stream_id: int) -> None:
         """The half-close on an error path: queued at once, never waiting."""
         self._core.close_send(stream_id)
-        self._writer.write_bytes_nowait(self._core.data_to_send())
+        self._writer.send_nowait(self._core.data_to_send())
 
-    async def _flush_locked(self) -> None:
-        data = self._core.data_to_send()
-        if not data:
-            return
+    async def _flush(self) -> None:
+        """Hand what the core queued to the writer (coalesced per loop iteration), then drain."""
         try:
-            await self._writer.write_bytes_locked(data)
+            data = self._core.data_to_send()
+            if data:
+                self._writer.send(data)
+            await self._writer.drain()
         except ConnectionClosed as exc:
             self._fail(exc)
             raise

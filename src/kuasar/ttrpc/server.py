@@ -6,8 +6,12 @@ itself and imports nothing from transport, agent, ctl or sandbox.
 
 Per connection: one reader task decodes frames and routes Data frames into the bounded inbox of
 their call; when an inbox is full (``limits.stream_queue``) the reader waits, which stalls every
-call on that connection (head-of-line blocking: ttrpc has no flow control). Writes share one lock
-and drain, so a slow client throttles handlers.
+call on that connection (head-of-line blocking: ttrpc has no flow control). Frames are queued
+whole through the connection's :class:`~kuasar.ttrpc._conn.FrameWriter` (answers of one loop
+iteration leave in one ``send()``); while the client does not read, streaming handlers wait in
+:meth:`ServerStream.send` and the reader stops taking requests, so a slow client throttles both.
+A unary request is decoded by the reader and answered by a lean task (no timeout scope unless the
+request carries ``timeout_nano``).
 
 Policy (Go's texts, so clients see the same errors as from a containerd shim):
 - even stream id → ``INVALID_ARGUMENT "StreamID must be odd for client initiated streams"``;
@@ -29,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from typing import Any
 
 from google.protobuf.message import DecodeError, Message
@@ -38,7 +42,7 @@ from kuasar._log import get_logger
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, ProtocolError, RPCError
 from kuasar.proto import ttrpc_pb2
-from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, ok_frame, status_frame
+from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, ok_response, status_response
 from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
 from kuasar.ttrpc.service import CallContext, Cardinality, Handler, HandlerMap, merge_handlers
@@ -74,7 +78,11 @@ class ServerStream:
         """
         if not self._handler.cardinality.server_streaming:
             raise ProtocolError("ttrpc: send on a call that is not server-streaming")
-        await self._conn.writer.write(Frame(self._stream_id, FrameType.DATA, 0, message.SerializeToString()))
+        writer = self._conn.writer
+        data = message.SerializeToString()
+        writer.check_size(len(data))
+        writer.send_frame(self._stream_id, FrameType.DATA, 0, data)
+        await writer.drain()
 
     async def recv(self) -> Any:
         """The next request message, or ``None`` once the client closed its side.
@@ -108,6 +116,7 @@ class _Call:
 class _Connection:
     def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.server = server
+        self.handlers = server.handlers
         self.reader = reader
         self.writer = FrameWriter(writer, server.limits.max_message)
         self.log = _log.child(conn=next(_conn_ids))
@@ -115,9 +124,10 @@ class _Connection:
         self.last_id = 0
         self.read_task: asyncio.Task[None] | None = None
         self.closing = False
+        self.loop = asyncio.get_running_loop()
 
     async def serve(self) -> None:
-        read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        read_task = self.loop.create_task(self._read_loop())
         self.read_task = read_task
         try:
             await asyncio.wait({read_task})
@@ -150,137 +160,188 @@ class _Connection:
 
     async def _read_loop(self) -> None:
         decoder = FrameDecoder(self.server.limits.max_message)
+        read = self.reader.read
+        dispatch = self._dispatch
+        writer = self.writer
         try:
             while True:
-                chunk = await self.reader.read(READ_CHUNK)
+                chunk = await read(READ_CHUNK)
                 if not chunk:
                     self.log.debug("client closed the connection")
                     return
                 for frame in decoder.feed(chunk):
-                    await self._dispatch(frame)
+                    blocked = dispatch(frame)
+                    if blocked is not None:
+                        await blocked  # a full inbox: this reader, so the connection, waits
                 decoder.check()
+                await writer.drain()  # a client that does not read its answers stops its requests
         except ProtocolError as exc:
             self.log.warning("closing connection: %s", exc)
         except (OSError, KuasarError) as exc:
             self.log.debug("connection lost: %s", exc)
 
-    async def _reply(self, stream_id: int, code: int, message: str) -> None:
-        await self.writer.write(status_frame(stream_id, code, message))
+    def _reply(self, stream_id: int, code: int, message: str) -> None:
+        self.writer.send_frame(stream_id, FrameType.RESPONSE, 0, status_response(code, message))
 
-    async def _dispatch(self, frame: Frame) -> None:
+    def _dispatch(self, frame: Frame) -> Awaitable[None] | None:
+        """Act on one frame; returns what the reader must await when a stream's inbox is full."""
         if isinstance(frame, OversizedFrame):
             call = self.calls.get(frame.stream_id)
             if frame.type == FrameType.DATA and call is not None and call.inbox is not None:
                 call.inbox.fail(RPCError(Code.RESOURCE_EXHAUSTED, frame.message))
             elif frame.type == FrameType.REQUEST:
-                await self._reply(frame.stream_id, Code.RESOURCE_EXHAUSTED, frame.message)
-            return
+                self._reply(frame.stream_id, Code.RESOURCE_EXHAUSTED, frame.message)
+            return None
         if frame.type == FrameType.REQUEST:
-            await self._on_request(frame)
+            self._on_request(frame)
         elif frame.type == FrameType.DATA:
-            await self._on_data(frame)
+            return self._on_data(frame)
         else:
             self.log.debug("ignoring frame type %s on stream %d", frame.type, frame.stream_id)
+        return None
 
-    async def _on_request(self, frame: Frame) -> None:
+    def _on_request(self, frame: Frame) -> None:
         sid = frame.stream_id
         if sid % 2 == 0:
-            await self._reply(sid, Code.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams")
+            self._reply(sid, Code.INVALID_ARGUMENT, "StreamID must be odd for client initiated streams")
             return
         if sid <= self.last_id:
-            await self._reply(sid, Code.INVALID_ARGUMENT, "StreamID cannot be re-used and must increment")
+            self._reply(sid, Code.INVALID_ARGUMENT, "StreamID cannot be re-used and must increment")
             return
         self.last_id = sid
         if self.closing:
-            await self._reply(sid, Code.UNAVAILABLE, "ttrpc: server shutting down")
+            self._reply(sid, Code.UNAVAILABLE, "ttrpc: server shutting down")
             return
         try:
             request = ttrpc_pb2.Request.FromString(frame.data)
         except DecodeError as exc:
-            await self._reply(sid, Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}")
+            self._reply(sid, Code.INVALID_ARGUMENT, f"unmarshal request error: {exc}")
             return
-        handler = self.server.handlers.get((request.service, request.method))
+        service = request.service
+        method = request.method
+        handler = self.handlers.get((service, method))
         if handler is None:
-            if request.service not in self.server.services:
-                await self._reply(sid, Code.UNIMPLEMENTED, f"service {request.service}")
+            if service not in self.server.services:
+                self._reply(sid, Code.UNIMPLEMENTED, f"service {service}")
             else:
-                await self._reply(sid, Code.UNIMPLEMENTED, f"method {request.method}")
+                self._reply(sid, Code.UNIMPLEMENTED, f"method {method}")
             return
         deadline = None
         if request.timeout_nano > 0:
-            deadline = asyncio.get_running_loop().time() + request.timeout_nano / 1e9
-        ctx = CallContext(
-            request.service, request.method, [(kv.key, kv.value) for kv in request.metadata], deadline, sid
-        )
+            deadline = self.loop.time() + request.timeout_nano / 1e9
+        metadata = [(kv.key, kv.value) for kv in request.metadata] if request.metadata else []
+        ctx = CallContext(service, method, metadata, deadline, sid)
+        cardinality = handler.cardinality
+        call: _Call
+        if cardinality is Cardinality.UNARY:
+            try:
+                message = _decode_payload(handler.request_type, request.payload)
+            except RPCError as exc:
+                self._reply(sid, exc.code, exc.message)
+                return
+            call = self.calls[sid] = _Call(None)
+            call.task = self.loop.create_task(self._unary(sid, handler, message, ctx))
+            return
         inbox: Inbox[bytes] | None = None
-        if handler.cardinality.client_streaming:
+        if cardinality.client_streaming:
             inbox = Inbox(self.server.limits.stream_queue)
             # Go: the payload is a first message if non-empty; Rust: unless NO_DATA. Honour both.
             if request.payload and not frame.flags & Flags.NO_DATA:
-                await inbox.put(request.payload)
+                inbox.offer(request.payload)  # a new inbox has room
             if not frame.flags & Flags.REMOTE_OPEN:
                 inbox.finish()
-        call = _Call(inbox)
-        self.calls[sid] = call
-        call.task = asyncio.get_running_loop().create_task(
-            self._run(sid, handler, request.payload, ctx, call)
-        )
+        call = self.calls[sid] = _Call(inbox)
+        call.task = self.loop.create_task(self._stream(sid, handler, request.payload, ctx, call))
 
-    async def _on_data(self, frame: Frame) -> None:
+    def _on_data(self, frame: Frame) -> Awaitable[None] | None:
         call = self.calls.get(frame.stream_id)
         if call is None:
             if frame.stream_id % 2 == 1 and frame.stream_id <= self.last_id:
-                await self._reply(frame.stream_id, Code.INVALID_ARGUMENT, "StreamID is no longer active")
-            return
+                self._reply(frame.stream_id, Code.INVALID_ARGUMENT, "StreamID is no longer active")
+            return None
         inbox = call.inbox
         if inbox is None or inbox.done:
             self.log.debug("ignoring data for stream %d: its input is closed", frame.stream_id)
-            return
-        if frame.flags & Flags.REMOTE_CLOSED:
-            if frame.data and not frame.flags & Flags.NO_DATA:
-                await inbox.put(frame.data)
+            return None
+        closing = frame.flags & Flags.REMOTE_CLOSED
+        if closing and (not frame.data or frame.flags & Flags.NO_DATA):
             inbox.finish()
-        else:
-            await inbox.put(frame.data)
+        elif not inbox.offer(frame.data):
+            return _put_then(inbox, frame.data, bool(closing))
+        elif closing:
+            inbox.finish()
+        return None
 
-    async def _run(self, sid: int, handler: Handler, payload: bytes, ctx: CallContext, call: _Call) -> None:
+    def _answer(self, sid: int, flags: int, reply: bytes) -> None:
+        """Queue a call's last frame (a Response, or Data for a stream's clean end)."""
+        kind = FrameType.DATA if flags else FrameType.RESPONSE
+        if len(reply) > self.writer.max_message:
+            reply = status_response(Code.RESOURCE_EXHAUSTED, f"response of {len(reply)} bytes is too large")
+            kind = FrameType.RESPONSE
+        with contextlib.suppress(KuasarError):
+            self.writer.send_frame(sid, kind, flags, reply)
+
+    def _failure(self, exc: Exception, ctx: CallContext) -> bytes:
+        """The error policy: the Response data a handler's exception becomes (called while
+        handling it, so ``log.exception`` has the traceback)."""
+        if isinstance(exc, RPCError):
+            return status_response(exc.code, exc.message)
+        if isinstance(exc, TimeoutError | DeadlineExceeded):
+            return status_response(Code.DEADLINE_EXCEEDED, "context deadline exceeded")
+        self.log.exception("handler /%s/%s failed", ctx.service, ctx.method)
+        return status_response(Code.UNKNOWN, "internal error")
+
+    async def _unary(self, sid: int, handler: Handler, message: Any, ctx: CallContext) -> None:
+        try:
+            try:
+                if ctx.deadline is None:  # the common case: no timeout context to enter
+                    result = await handler.func(message, ctx)
+                else:
+                    async with asyncio.timeout_at(ctx.deadline):
+                        result = await handler.func(message, ctx)
+                data = result.SerializeToString()
+                self.writer.check_size(len(data))
+                reply = ok_response(data)
+            except Exception as exc:
+                reply = self._failure(exc, ctx)
+            self._answer(sid, 0, reply)
+        finally:
+            self.calls.pop(sid, None)
+            self._maybe_stop()
+
+    async def _stream(
+        self, sid: int, handler: Handler, payload: bytes, ctx: CallContext, call: _Call
+    ) -> None:
         stream = ServerStream(self, sid, handler, call.inbox)
-        reply: Frame
+        flags = 0
         try:
             try:
                 async with asyncio.timeout_at(ctx.deadline):
-                    result = await self._invoke(handler, payload, stream, ctx)
+                    if handler.cardinality is Cardinality.SERVER_STREAMING:
+                        request = _decode_payload(handler.request_type, payload)
+                        result = await handler.func(request, stream, ctx)
+                    else:
+                        result = await handler.func(stream, ctx)
                 if handler.cardinality.server_streaming:
-                    reply = Frame(sid, FrameType.DATA, Flags.REMOTE_CLOSED | Flags.NO_DATA, b"")
+                    flags, reply = Flags.REMOTE_CLOSED | Flags.NO_DATA, b""
                 else:
                     data = result.SerializeToString()
                     self.writer.check_size(len(data))
-                    reply = ok_frame(sid, data)
-            except RPCError as exc:
-                reply = status_frame(sid, exc.code, exc.message)
-            except (TimeoutError, DeadlineExceeded):
-                reply = status_frame(sid, Code.DEADLINE_EXCEEDED, "context deadline exceeded")
-            except Exception:
-                self.log.exception("handler /%s/%s failed", ctx.service, ctx.method)
-                reply = status_frame(sid, Code.UNKNOWN, "internal error")
-            if len(reply.data) > self.writer.max_message:
-                size = len(reply.data)
-                reply = status_frame(sid, Code.RESOURCE_EXHAUSTED, f"response of {size} bytes is too large")
-            with contextlib.suppress(KuasarError):
-                await self.writer.write(reply)
+                    reply = ok_response(data)
+            except Exception as exc:
+                reply = self._failure(exc, ctx)
+            self._answer(sid, flags, reply)
         finally:
             if call.inbox is not None:
                 call.inbox.abandon()
             self.calls.pop(sid, None)
             self._maybe_stop()
 
-    async def _invoke(self, handler: Handler, payload: bytes, stream: ServerStream, ctx: CallContext) -> Any:
-        cardinality = handler.cardinality
-        if cardinality is Cardinality.UNARY:
-            return await handler.func(_decode_payload(handler.request_type, payload), ctx)
-        if cardinality is Cardinality.SERVER_STREAMING:
-            return await handler.func(_decode_payload(handler.request_type, payload), stream, ctx)
-        return await handler.func(stream, ctx)
+
+async def _put_then(inbox: Inbox[bytes], data: bytes, finish: bool) -> None:
+    await inbox.put(data)
+    if finish:
+        inbox.finish()
 
 
 class Server:
