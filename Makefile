@@ -58,7 +58,7 @@ fuzz: $(STAMP)
 	$(PY) tests/fuzz/fuzz_ttrpc.py --runs $${RUNS:-100000}
 
 # Every benchmark (bench/run_all.py; each script also runs alone): one table of issue 12's measures
-# against their goals, raw numbers in bench/results.json. About 3 minutes; starts 100 local sandboxes.
+# against their goals, raw numbers in bench/results.json. About 1.5 minutes; starts 100 local sandboxes.
 bench: $(STAMP)
 	$(PY) bench/run_all.py
 

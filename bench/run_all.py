@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -193,40 +194,50 @@ def main() -> int:
     rows: list[Row] = []
     notes: list[str] = []
 
-    def step(name: str) -> bool:
-        if name in args.skip:
-            return False
-        print(f"[{time.time() - started:5.0f} s] {name} ...", file=sys.stderr, flush=True)
-        return True
-
-    if step("latency"):
+    def latency() -> None:
         raw["latency"] = exec_latency.measure(5 if quick else 20)
-        rows += latency_rows(raw["latency"])
+        rows.extend(latency_rows(raw["latency"]))
         if raw["latency"]["protobuf_on_console_path"]:
             notes.append("protobuf was imported on the console exec path (a regression)")
-    if step("throughput"):
+
+    def throughput() -> None:
         if shutil.which("socat") is None:
             notes.append("throughput skipped: socat is not installed (apt-get install socat)")
-        else:
-            raw["throughput"] = exec_throughput.measure(args.size, 1 if quick else 3)
-            rows += throughput_rows(raw["throughput"])
-    if step("ttrpc"):
+            return
+        raw["throughput"] = exec_throughput.measure(args.size, 1 if quick else 3)
+        rows.extend(throughput_rows(raw["throughput"]))
+
+    def ttrpc() -> None:
         command = [sys.executable, str(BENCH / "ttrpc_rate.py"), *args.ttrpc_args.split()]
         if quick:
             command += ["--seconds", "0.5"]
         done = subprocess.run(command, capture_output=True, text=True, env=ENV, check=False)
         parsed, ttrpc_notes = parse_ttrpc(done.stdout)
         raw["ttrpc"] = {"command": command[1:], "rows": parsed, "notes": ttrpc_notes, "exit": done.returncode}
-        rows += ttrpc_rows(parsed)
-        notes += ttrpc_notes
+        rows.extend(ttrpc_rows(parsed))
+        notes.extend(ttrpc_notes)
         if done.returncode != 0 or not parsed:
-            notes.append(f"ttrpc_rate.py exited {done.returncode}: {done.stderr.strip()[-300:]}")
-    if step("fanout"):
+            last = done.stderr.strip().splitlines()[-1:] or ["no output"]
+            notes.append(f"ttrpc_rate.py exited {done.returncode}: {last[0]}")
+
+    def fan_out() -> None:
         raw["fanout"] = fanout.measure(20 if quick else 100, 1 if quick else 3)
-        rows += fanout_rows(raw["fanout"])
-    if step("discovery"):
+        rows.extend(fanout_rows(raw["fanout"]))
+
+    def resolution() -> None:
         raw["discovery"] = discovery.measure(1000 if quick else 10_000, 3 if quick else 5)
-        rows += discovery_rows(raw["discovery"])
+        rows.extend(discovery_rows(raw["discovery"]))
+
+    sections = dict(zip(SECTIONS, (latency, throughput, ttrpc, fan_out, resolution), strict=True))
+    for name, section in sections.items():
+        if name in args.skip:
+            continue
+        print(f"[{time.time() - started:5.0f} s] {name} ...", file=sys.stderr, flush=True)
+        try:
+            section()
+        except Exception as exc:  # one broken section must not cost the others' numbers
+            traceback.print_exc()
+            notes.append(f"{name} failed: {type(exc).__name__}: {exc}")
     if "throughput" in raw:
         rows.append(rss_row(raw["throughput"]))
 
