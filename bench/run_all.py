@@ -204,7 +204,7 @@ def main() -> int:
         if shutil.which("socat") is None:
             notes.append("throughput skipped: socat is not installed (apt-get install socat)")
             return
-        raw["throughput"] = exec_throughput.measure(args.size, 1 if quick else 3)
+        raw["throughput"] = exec_throughput.measure(args.size, 1 if quick else 5)
         rows.extend(throughput_rows(raw["throughput"]))
 
     def ttrpc() -> None:
