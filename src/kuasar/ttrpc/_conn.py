@@ -1,5 +1,6 @@
-"""Pieces shared by both ends of a ttrpc connection: the coalescing frame writer, the bounded
-per-stream inbox, and the server's envelope (``ttrpc.Response``/``Status``) helpers.
+"""Pieces under both ends of a ttrpc connection: the coalescing frame writer, the bounded
+per-stream inbox, the protocol take-over of a stream pair, the handler's side of a server stream
+(:class:`ServerStream`) and the server's envelope (``ttrpc.Response``/``Status``) helpers.
 
 Layer contract: asyncio + the generated ``kuasar.proto.ttrpc_pb2``; imports nothing above
 ``kuasar.ttrpc``. Every write goes through :class:`FrameWriter`: whole frames are queued with no
@@ -14,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from typing import Generic, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar, cast
 
-from kuasar.errors import ConnectionClosed, KuasarError, RPCError
+from google.protobuf.message import DecodeError, Message
+
+from kuasar.errors import ConnectionClosed, KuasarError, ProtocolError, RPCError
 from kuasar.proto import ttrpc_pb2
 from kuasar.ttrpc.codes import Code
-from kuasar.ttrpc.framing import encode_header, oversize_message
+from kuasar.ttrpc.framing import FrameType, encode_header, oversize_message
+from kuasar.ttrpc.service import Handler
 
 T = TypeVar("T")
 
@@ -36,21 +41,30 @@ class FrameWriter:
 
     The first write of a loop iteration goes to the transport at once (a lone call pays no
     latency); later ones are joined and written at the end of the iteration, so 64 calls answered
-    together cost one ``send()``, not 64. Writing never waits: :meth:`drain` does, while the
-    transport is paused (over its high-water mark).
+    together cost one ``send()``, not 64; between :meth:`hold` and :meth:`release` every write is
+    joined. Writing never waits: :meth:`drain` does, while the transport is paused (over its
+    high-water mark).
 
     Args:
         writer: the connection's stream writer.
         max_message: frames with more data than this are refused before anything is written.
+        owned: the caller's own protocol replaced the stream's on the transport and reports
+            :meth:`pause`, :meth:`resume` and :meth:`lost`; otherwise the stream's ``drain()`` is used.
     """
 
-    def __init__(self, writer: asyncio.StreamWriter, max_message: int) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, max_message: int, *, owned: bool = False) -> None:
         self._writer = writer
         self._transport = writer.transport
         self._loop = asyncio.get_running_loop()
         self.max_message = max_message
-        self._pending: list[bytes] | None = None  # None: nothing written in this loop iteration
+        self._pending: list[bytes] = []
         self._pending_size = 0
+        self._scheduled = False  # a flush at the end of this loop iteration is due
+        self._holding = False
+        self._owned = owned
+        self._paused = False
+        self._resumed: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] = self._loop.create_future()
         self.error: KuasarError | None = None
 
     def check_size(self, length: int) -> None:
@@ -66,16 +80,15 @@ class FrameWriter:
         """
         if self.error is not None:
             raise self.error.with_traceback(None)
-        pending = self._pending
-        if pending is None:
-            self._pending = []
+        if not self._scheduled and not self._holding:
+            self._scheduled = True
             self._loop.call_soon(self._flush)
             self._write(data)
         elif len(data) > _COALESCE or self._pending_size > _COALESCE:
-            self._flush_pending(pending)
+            self._flush()
             self._write(data)  # bounded: a sender that never yields still reaches the transport
         else:
-            pending.append(data)
+            self._pending.append(data)
             self._pending_size += len(data)
 
     def send_frame(self, stream_id: int, type: int, flags: int, data: bytes) -> None:
@@ -89,9 +102,18 @@ class FrameWriter:
 
     def send_nowait(self, data: bytes) -> None:
         """Best effort: queue whole encoded frames, ignoring every error (for cleanup paths)."""
-        if self.error is None and data and not self._writer.is_closing():
+        if self.error is None and data and not self._transport.is_closing():
             with contextlib.suppress(KuasarError):
                 self.send(data)
+
+    def hold(self) -> None:
+        """Join every write until :meth:`release` (a batch of answers leaves in one ``send()``)."""
+        self._holding = True
+
+    def release(self) -> None:
+        """Write what :meth:`hold` kept back."""
+        self._holding = False
+        self._flush()
 
     async def drain(self) -> None:
         """Wait while the transport is over its high-water mark.
@@ -101,6 +123,14 @@ class FrameWriter:
         """
         if self.error is not None:
             raise self.error.with_traceback(None)
+        if self._owned:
+            while self._paused and self.error is None:
+                if self._resumed is None:
+                    self._resumed = self._loop.create_future()
+                await asyncio.shield(self._resumed)
+            if self.error is not None:
+                raise self.error.with_traceback(None)
+            return
         transport = self._transport
         if not transport.get_write_buffer_size() and not transport.is_closing():
             return  # nothing waiting in the kernel's way: the common case costs no await
@@ -109,13 +139,37 @@ class FrameWriter:
         except (OSError, RuntimeError) as exc:
             raise self._failed(exc) from exc
 
-    def _flush(self) -> None:
-        pending = self._pending
-        self._pending = None
-        if pending:
-            self._flush_pending(pending)
+    @property
+    def paused(self) -> bool:
+        """The transport is over its high-water mark (owned mode)."""
+        return self._paused
 
-    def _flush_pending(self, pending: list[bytes]) -> None:
+    def pause(self) -> None:
+        """The transport is over its high-water mark (the owning protocol's ``pause_writing``)."""
+        self._paused = True
+
+    def resume(self) -> None:
+        """The transport drained (the owning protocol's ``resume_writing``)."""
+        self._paused = False
+        self._wake()
+
+    def lost(self, exc: BaseException | None) -> None:
+        """The connection is gone (the owning protocol's ``connection_lost``)."""
+        if self.error is None:
+            self.error = ConnectionClosed(f"ttrpc: connection lost: {exc or 'closed'}")
+            self.error.__cause__ = exc
+        self._wake()
+        if not self._closed.done():
+            self._closed.set_result(None)
+
+    def _wake(self) -> None:
+        resumed, self._resumed = self._resumed, None
+        if resumed is not None and not resumed.done():
+            resumed.set_result(None)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        pending = self._pending
         if len(pending) == 1:
             self._write(pending[0])
         elif pending:
@@ -140,13 +194,38 @@ class FrameWriter:
     def close(self) -> None:
         """Write what is queued, then close the underlying transport (idempotent)."""
         self._flush()
-        if not self._writer.is_closing():
-            self._writer.close()
+        if not self._transport.is_closing():
+            self._transport.close()
 
     async def wait_closed(self) -> None:
         """Wait for the transport to close; errors on the way out do not matter."""
+        if self._owned:
+            await asyncio.shield(self._closed)
+            return
         with contextlib.suppress(OSError, RuntimeError):
             await self._writer.wait_closed()
+
+
+async def adopt(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, protocol: asyncio.BaseProtocol
+) -> tuple[bytes, bool]:
+    """Put ``protocol`` on the stream pair's transport in place of the stream's own.
+
+    Reading pauses, the protocol is swapped, and what the stream had already buffered (bytes a
+    handshake left behind, or early requests) is returned for the caller to process *before*
+    resuming reading, so no byte is lost or reordered. The reader and writer must be the two
+    halves of one transport, as ``open_connection``/``start_server`` make them.
+
+    Returns:
+        ``(leftover, lost)``: the buffered bytes, and whether the stream had already failed.
+    """
+    transport = cast(asyncio.Transport, writer.transport)
+    transport.pause_reading()
+    transport.set_protocol(protocol)
+    if reader.exception() is not None:
+        return b"", True
+    reader.feed_eof()  # nothing more comes to this reader: read() below returns what it holds
+    return await reader.read(), False
 
 
 class Inbox(Generic[T]):
@@ -228,6 +307,61 @@ class Inbox(Generic[T]):
         item = self._items.popleft()
         self._writable.set()
         return item
+
+
+def decode_payload(message_type: Any, data: bytes) -> Any:
+    """Parse a request payload; a failure is ``INTERNAL`` with Go's text."""
+    try:
+        return message_type.FromString(data)
+    except DecodeError as exc:
+        raise RPCError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
+
+
+class ServerStream:
+    """The handler's side of a streaming call: :meth:`send` responses, :meth:`recv` requests."""
+
+    def __init__(
+        self, writer: FrameWriter, stream_id: int, handler: Handler, inbox: Inbox[bytes] | None
+    ) -> None:
+        self._writer = writer
+        self._stream_id = stream_id
+        self._handler = handler
+        self._inbox = inbox
+
+    async def send(self, message: Message) -> None:
+        """Send one response message (server-streaming and bidi calls).
+
+        Raises:
+            RPCError: ``RESOURCE_EXHAUSTED`` when the message is over the size limit.
+            ConnectionClosed: the client is gone.
+        """
+        if not self._handler.cardinality.server_streaming:
+            raise ProtocolError("ttrpc: send on a call that is not server-streaming")
+        writer = self._writer
+        data = message.SerializeToString()
+        writer.check_size(len(data))
+        writer.send_frame(self._stream_id, FrameType.DATA, 0, data)
+        await writer.drain()
+
+    async def recv(self) -> Any:
+        """The next request message, or ``None`` once the client closed its side.
+
+        Raises:
+            RPCError: the client sent an oversized or undecodable message.
+        """
+        if self._inbox is None:
+            return None
+        data = await self._inbox.get()
+        if data is None:
+            return None
+        return decode_payload(self._handler.request_type, data)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        while (message := await self.recv()) is not None:
+            yield message
 
 
 def status_response(code: int, message: str) -> bytes:

@@ -1,17 +1,21 @@
-"""ttrpc server: an explicit handler map, a task per request, a fixed error policy.
+"""ttrpc server: an explicit handler map, a task per request that may wait, a fixed error policy.
 
 Layer contract: knows ttrpc only. It serves connections it is handed
 (:meth:`Server.handle_connection` fits ``asyncio.start_unix_server``); it never listens or dials
 itself and imports nothing from transport, agent, ctl or sandbox.
 
-Per connection: one reader task decodes frames and routes Data frames into the bounded inbox of
-their call; when an inbox is full (``limits.stream_queue``) the reader waits, which stalls every
-call on that connection (head-of-line blocking: ttrpc has no flow control). Frames are queued
-whole through the connection's :class:`~kuasar.ttrpc._conn.FrameWriter` (answers of one loop
-iteration leave in one ``send()``); while the client does not read, streaming handlers wait in
-:meth:`ServerStream.send` and the reader stops taking requests, so a slow client throttles both.
-A unary request is decoded by the reader and answered by a lean task (no timeout scope unless the
-request carries ``timeout_nano``).
+Per connection: the server's own protocol takes over the stream pair's transport
+(:func:`~kuasar.ttrpc._conn.adopt`: bytes already buffered are served first, none lost), reads into
+one reused buffer and decodes frames as they arrive; Data frames go into the bounded inbox of their
+call. When an inbox is full (``limits.stream_queue``) reading pauses until it has room, which
+stalls every call on that connection (head-of-line blocking: ttrpc has no flow control). Frames
+are queued whole through the connection's :class:`~kuasar.ttrpc._conn.FrameWriter` (the answers
+to one read leave in one ``send()``); while the client does not read, streaming handlers wait in
+:meth:`ServerStream.send` and reading pauses, so a slow client throttles both. A unary handler
+that cannot suspend (:func:`~kuasar.ttrpc.service.never_suspends`: no ``await`` in its body) runs
+inline, in a context of its own but outside any task (``asyncio.current_task()`` is ``None``);
+any other call gets a task (a unary one without a timeout scope unless the request carries
+``timeout_nano``).
 
 Policy (Go's texts, so clients see the same errors as from a containerd shim):
 - even stream id → ``INVALID_ARGUMENT "StreamID must be odd for client initiated streams"``;
@@ -31,78 +35,37 @@ Policy (Go's texts, so clients see the same errors as from a containerd shim):
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import contextvars
 import itertools
-from collections.abc import AsyncIterator, Awaitable, Iterable
-from typing import Any
+from collections.abc import Awaitable, Coroutine, Iterable
+from typing import Any, cast
 
 from google.protobuf.message import DecodeError, Message
 
 from kuasar._log import get_logger
 from kuasar.config import DEFAULT_LIMITS, Limits
-from kuasar.errors import DeadlineExceeded, KuasarError, ProtocolError, RPCError
+from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError, RPCError
 from kuasar.proto import ttrpc_pb2
-from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, ok_response, status_response
+from kuasar.ttrpc._conn import (
+    READ_CHUNK,
+    FrameWriter,
+    Inbox,
+    ServerStream,
+    adopt,
+    decode_payload,
+    ok_response,
+    status_response,
+)
 from kuasar.ttrpc.codes import Code
 from kuasar.ttrpc.framing import Flags, Frame, FrameDecoder, FrameType, OversizedFrame
-from kuasar.ttrpc.service import CallContext, Cardinality, Handler, HandlerMap, merge_handlers
+from kuasar.ttrpc.service import CallContext, Cardinality, Handler, HandlerMap, merge_handlers, never_suspends
+
+__all__ = ["Server", "ServerStream"]
 
 _log = get_logger("kuasar.ttrpc.server")
 _conn_ids = itertools.count(1)
-
-
-def _decode_payload(message_type: Any, data: bytes) -> Any:
-    try:
-        return message_type.FromString(data)
-    except DecodeError as exc:
-        raise RPCError(Code.INTERNAL, f"ttrpc: error unmarshalling payload: {exc}") from exc
-
-
-class ServerStream:
-    """The handler's side of a streaming call: :meth:`send` responses, :meth:`recv` requests."""
-
-    def __init__(
-        self, conn: _Connection, stream_id: int, handler: Handler, inbox: Inbox[bytes] | None
-    ) -> None:
-        self._conn = conn
-        self._stream_id = stream_id
-        self._handler = handler
-        self._inbox = inbox
-
-    async def send(self, message: Message) -> None:
-        """Send one response message (server-streaming and bidi calls).
-
-        Raises:
-            RPCError: ``RESOURCE_EXHAUSTED`` when the message is over the size limit.
-            ConnectionClosed: the client is gone.
-        """
-        if not self._handler.cardinality.server_streaming:
-            raise ProtocolError("ttrpc: send on a call that is not server-streaming")
-        writer = self._conn.writer
-        data = message.SerializeToString()
-        writer.check_size(len(data))
-        writer.send_frame(self._stream_id, FrameType.DATA, 0, data)
-        await writer.drain()
-
-    async def recv(self) -> Any:
-        """The next request message, or ``None`` once the client closed its side.
-
-        Raises:
-            RPCError: the client sent an oversized or undecodable message.
-        """
-        if self._inbox is None:
-            return None
-        data = await self._inbox.get()
-        if data is None:
-            return None
-        return _decode_payload(self._handler.request_type, data)
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._iterate()
-
-    async def _iterate(self) -> AsyncIterator[Any]:
-        while (message := await self.recv()) is not None:
-            yield message
 
 
 class _Call:
@@ -113,43 +76,110 @@ class _Call:
         self.task: asyncio.Task[None] | None = None
 
 
-class _Connection:
-    def __init__(self, server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+class _Connection(asyncio.BufferedProtocol):
+    """One served connection: the transport's protocol from :meth:`serve` on (see :func:`adopt`)."""
+
+    def __init__(self, server: Server, writer: asyncio.StreamWriter) -> None:
         self.server = server
         self.handlers = server.handlers
-        self.reader = reader
-        self.writer = FrameWriter(writer, server.limits.max_message)
+        self.inline = server.inline
+        self.writer = FrameWriter(writer, server.limits.max_message, owned=True)
+        self.transport = cast(asyncio.Transport, writer.transport)
         self.log = _log.child(conn=next(_conn_ids))
         self.calls: dict[int, _Call] = {}
         self.last_id = 0
-        self.read_task: asyncio.Task[None] | None = None
         self.closing = False
         self.loop = asyncio.get_running_loop()
+        self._decoder = FrameDecoder(server.limits.max_message)
+        self._buffer = memoryview(bytearray(READ_CHUNK))
+        self._backlog: collections.deque[Frame] = collections.deque()  # decoded, not yet acted on
+        self._adopting: list[bytes] | None = []  # bytes that came while the stream's were taken over
+        self._blocked: asyncio.Task[None] | None = None  # waiting for a full inbox
+        self._garbage: ProtocolError | None = None
+        self._eof = False
+        self._over: asyncio.Future[None] = self.loop.create_future()
 
-    async def serve(self) -> None:
-        read_task = self.loop.create_task(self._read_loop())
-        self.read_task = read_task
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await asyncio.wait({read_task})
+            leftover, lost = await adopt(reader, writer, self)
+            held, self._adopting = self._adopting or [], None
+            if lost:
+                self._stop()
+            for data in (leftover, *held):
+                if data:
+                    self._feed(data)
+            if not self._over.done():
+                self.transport.resume_reading()
+            await asyncio.wait({self._over})
         finally:
-            read_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({read_task})
             await self._teardown()
+
+    # -- the transport's protocol ----------------------------------------------------------------
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self._buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        data = bytes(self._buffer[:nbytes])
+        if self._adopting is not None:
+            self._adopting.append(data)
+        else:
+            self._feed(data)
+
+    def eof_received(self) -> bool:
+        self.log.debug("client closed the connection")
+        self._eof = True
+        if not self._backlog:
+            self._stop()
+        return True  # keep the transport: teardown closes it once the calls are over
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None:
+            self.log.debug("connection lost: %s", exc)
+        self.writer.lost(exc)
+        self._stop()
+
+    def pause_writing(self) -> None:
+        self.writer.pause()
+        self._pause_reading()  # a client that does not read its answers stops its requests
+
+    def resume_writing(self) -> None:
+        self.writer.resume()
+        if self._blocked is None and not self._backlog:
+            self._resume_reading()
+
+    # -- lifecycle ---------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
         self.closing = True
         self._maybe_stop()
 
     def abort(self) -> None:
-        if self.read_task is not None:
-            self.read_task.cancel()
+        self._stop()
 
     def _maybe_stop(self) -> None:
-        if self.closing and not self.calls and self.read_task is not None:
-            self.read_task.cancel()
+        if self.closing and not self.calls:
+            self._stop()
+
+    def _stop(self) -> None:
+        """Take no more frames; :meth:`serve` tears the connection down."""
+        if not self._over.done():
+            self._over.set_result(None)
+            self._backlog.clear()
+            self._pause_reading()
+
+    def _pause_reading(self) -> None:
+        with contextlib.suppress(RuntimeError, AttributeError):  # closed, or closing
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if not self._over.done():
+            with contextlib.suppress(RuntimeError, AttributeError):
+                self.transport.resume_reading()
 
     async def _teardown(self) -> None:
+        if self._blocked is not None:
+            self._blocked.cancel()
         tasks = [call.task for call in self.calls.values() if call.task is not None]
         for task in tasks:
             task.cancel()
@@ -158,27 +188,51 @@ class _Connection:
         self.writer.close()
         await self.writer.wait_closed()
 
-    async def _read_loop(self) -> None:
-        decoder = FrameDecoder(self.server.limits.max_message)
-        read = self.reader.read
-        dispatch = self._dispatch
-        writer = self.writer
+    # -- frames ------------------------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if self._over.done():
+            return
+        frames: list[Frame] = []
         try:
-            while True:
-                chunk = await read(READ_CHUNK)
-                if not chunk:
-                    self.log.debug("client closed the connection")
-                    return
-                for frame in decoder.feed(chunk):
-                    blocked = dispatch(frame)
-                    if blocked is not None:
-                        await blocked  # a full inbox: this reader, so the connection, waits
-                decoder.check()
-                await writer.drain()  # a client that does not read its answers stops its requests
+            frames = self._decoder.feed(data)
+            self._decoder.check()  # garbage after this chunk's frames: they are still acted on
         except ProtocolError as exc:
-            self.log.warning("closing connection: %s", exc)
-        except (OSError, KuasarError) as exc:
+            self._garbage = exc
+        self._backlog.extend(frames)
+        if self._blocked is None:
+            self._work()
+
+    def _work(self) -> None:
+        """Act on the backlog until it is empty or a stream's inbox is full (then reading pauses
+        and a task waits for room: head-of-line blocking)."""
+        backlog = self._backlog
+        writer = self.writer
+        writer.hold()
+        try:
+            while backlog and not self._over.done():
+                blocked = self._dispatch(backlog.popleft())
+                if blocked is not None:
+                    self._pause_reading()
+                    self._blocked = self.loop.create_task(self._unblock(blocked))
+                    return
+        except ConnectionClosed as exc:
             self.log.debug("connection lost: %s", exc)
+            self._stop()
+        finally:
+            writer.release()
+        if self._garbage is not None:
+            self.log.warning("closing connection: %s", self._garbage)
+            self._stop()
+        elif self._eof:
+            self._stop()
+
+    async def _unblock(self, blocked: Awaitable[None]) -> None:
+        await blocked
+        self._blocked = None
+        self._work()
+        if self._blocked is None and not self.writer.paused:
+            self._resume_reading()
 
     def _reply(self, stream_id: int, code: int, message: str) -> None:
         self.writer.send_frame(stream_id, FrameType.RESPONSE, 0, status_response(code, message))
@@ -235,9 +289,12 @@ class _Connection:
         call: _Call
         if cardinality is Cardinality.UNARY:
             try:
-                message = _decode_payload(handler.request_type, request.payload)
+                message = decode_payload(handler.request_type, request.payload)
             except RPCError as exc:
                 self._reply(sid, exc.code, exc.message)
+                return
+            if handler.func in self.inline:
+                self._unary_inline(sid, handler, message, ctx)
                 return
             call = self.calls[sid] = _Call(None)
             call.task = self.loop.create_task(self._unary(sid, handler, message, ctx))
@@ -281,6 +338,11 @@ class _Connection:
         with contextlib.suppress(KuasarError):
             self.writer.send_frame(sid, kind, flags, reply)
 
+    def _ok(self, result: Message) -> bytes:
+        data = result.SerializeToString()
+        self.writer.check_size(len(data))
+        return ok_response(data)
+
     def _failure(self, exc: Exception, ctx: CallContext) -> bytes:
         """The error policy: the Response data a handler's exception becomes (called while
         handling it, so ``log.exception`` has the traceback)."""
@@ -291,6 +353,26 @@ class _Connection:
         self.log.exception("handler /%s/%s failed", ctx.service, ctx.method)
         return status_response(Code.UNKNOWN, "internal error")
 
+    def _unary_inline(self, sid: int, handler: Handler, message: Any, ctx: CallContext) -> None:
+        """Run a handler that cannot suspend (:func:`never_suspends`) to its end, here and now: the
+        same answer as from a task, without one (and in a context of its own, as in a task)."""
+        coro = cast(Coroutine[Any, Any, Any], handler.func(message, ctx))
+        try:
+            contextvars.copy_context().run(coro.send, None)
+        except StopIteration as done:
+            try:
+                reply = self._ok(done.value)
+            except Exception as exc:
+                reply = self._failure(exc, ctx)
+        except asyncio.CancelledError:
+            return  # as a task that was cancelled: no answer
+        except Exception as exc:
+            reply = self._failure(exc, ctx)
+        else:  # pragma: no cover - never_suspends() ruled this out
+            coro.close()
+            raise RuntimeError(f"handler /{ctx.service}/{ctx.method} suspended")
+        self._answer(sid, 0, reply)
+
     async def _unary(self, sid: int, handler: Handler, message: Any, ctx: CallContext) -> None:
         try:
             try:
@@ -299,9 +381,7 @@ class _Connection:
                 else:
                     async with asyncio.timeout_at(ctx.deadline):
                         result = await handler.func(message, ctx)
-                data = result.SerializeToString()
-                self.writer.check_size(len(data))
-                reply = ok_response(data)
+                reply = self._ok(result)
             except Exception as exc:
                 reply = self._failure(exc, ctx)
             self._answer(sid, 0, reply)
@@ -312,22 +392,20 @@ class _Connection:
     async def _stream(
         self, sid: int, handler: Handler, payload: bytes, ctx: CallContext, call: _Call
     ) -> None:
-        stream = ServerStream(self, sid, handler, call.inbox)
+        stream = ServerStream(self.writer, sid, handler, call.inbox)
         flags = 0
         try:
             try:
                 async with asyncio.timeout_at(ctx.deadline):
                     if handler.cardinality is Cardinality.SERVER_STREAMING:
-                        request = _decode_payload(handler.request_type, payload)
+                        request = decode_payload(handler.request_type, payload)
                         result = await handler.func(request, stream, ctx)
                     else:
                         result = await handler.func(stream, ctx)
                 if handler.cardinality.server_streaming:
                     flags, reply = Flags.REMOTE_CLOSED | Flags.NO_DATA, b""
                 else:
-                    data = result.SerializeToString()
-                    self.writer.check_size(len(data))
-                    reply = ok_response(data)
+                    reply = self._ok(result)
             except Exception as exc:
                 reply = self._failure(exc, ctx)
             self._answer(sid, flags, reply)
@@ -361,6 +439,12 @@ class Server:
     ) -> None:
         self.handlers = merge_handlers(handlers)
         self.services = frozenset(service for service, _ in self.handlers)
+        #: Unary handlers that cannot suspend: run inline by the connection, no task each.
+        self.inline = frozenset(
+            h.func
+            for h in self.handlers.values()
+            if h.cardinality is Cardinality.UNARY and never_suspends(h.func)
+        )
         self.limits = limits
         self._connections: set[_Connection] = set()
         self._closing = False
@@ -376,15 +460,16 @@ class Server:
 
     async def handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Serve one connection until it closes (usable as an ``asyncio.start_unix_server`` callback)."""
-        conn = _Connection(self, reader, writer)
         if self._closing:
-            conn.writer.close()
-            await conn.writer.wait_closed()
+            writer.close()
+            with contextlib.suppress(OSError, RuntimeError):
+                await writer.wait_closed()
             return
+        conn = _Connection(self, writer)
         self._connections.add(conn)
         self._idle.clear()
         try:
-            await conn.serve()
+            await conn.serve(reader, writer)
         finally:
             self._connections.discard(conn)
             if not self._connections:

@@ -15,6 +15,7 @@ Handler signatures by cardinality::
 from __future__ import annotations
 
 import enum
+import opcode
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -106,3 +107,26 @@ def merge_handlers(handlers: HandlerMap | Iterable[HandlerMap]) -> dict[tuple[st
                 raise ValueError(f"duplicate ttrpc handler for /{key[0]}/{key[1]}")
             merged[key] = handler
     return merged
+
+
+#: Opcodes through which a coroutine's own frame can suspend (``await``, ``async with``,
+#: ``async for``): all of them yield.
+_SUSPENDING = frozenset(
+    opcode.opmap[name]
+    for name in ("YIELD_VALUE", "GET_AWAITABLE", "BEFORE_ASYNC_WITH", "GET_AITER", "GET_ANEXT", "SEND")
+    if name in opcode.opmap
+)
+_CO_COROUTINE = 0x80
+
+
+def never_suspends(func: Callable[..., Awaitable[Any]]) -> bool:
+    """True if ``func`` is an ``async def`` whose body has no ``await``, ``async with`` or
+    ``async for``: its coroutine runs to the end on its first step, so a server may run it inline.
+
+    Conservative: anything else (a ``functools.partial``, a wrapper, a plain function returning
+    an awaitable) is False.
+    """
+    code = getattr(getattr(func, "__func__", func), "__code__", None)
+    if code is None or not code.co_flags & _CO_COROUTINE:
+        return False
+    return not any(op in _SUSPENDING for op in code.co_code[::2])
