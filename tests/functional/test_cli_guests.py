@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -138,3 +139,14 @@ def test_ps_names_each_guest(vmm_task_guest: Guest, kata_guest: Guest) -> None:
     for guest, kind in ((vmm_task_guest, "vmm-task"), (kata_guest, "kata-agent")):
         rows = json.loads(kuasarctl("ps", "-o", "json", "-d", guest.root).stdout)
         assert [(row["id"], row["guest"]) for row in rows] == [(guest.id, kind)]
+
+
+def test_a_socket_path_too_long_is_named_as_such(tmp_path: Path) -> None:
+    root = tmp_path / ("r" * 60)
+    sandbox = root / ("pod-" + "x" * 60)
+    sandbox.mkdir(parents=True)
+    (sandbox / "task.socket").write_bytes(b"")
+    for flags in ((), ("--console",)):
+        result = kuasarctl("exec", *flags, "-d", str(root), "pod-", "true")
+        assert result.returncode == 125
+        assert "too long for a UNIX socket" in first_line(result), result.stderr

@@ -60,6 +60,8 @@ def unreachable(
     for reason, (first, fix) in _SOCKET_LEVEL.items():
         if reason in reasons:
             return ConnectError(first.format(label=label), hints=[str(api or console), fix], reason=reason)
+    if console.reason != REASON_NO_LISTENER:
+        return console  # the transport's own words (e.g. a socket path too long) say it best
     return ConnectError(
         f"the VMM of {label} answers, but nothing in the guest listens on vsock port "
         + (f"{ports[0]} or {ports[1]}" if api is not None else f"{ports[1]}"),

@@ -11,6 +11,7 @@ ECONNREFUSED       ``ConnectError`` (nothing accepts on that socket)
 EACCES, EPERM      ``ConnectError`` with a "run as root?" hint
 ECONNRESET, EPIPE  ``ConnectionClosed``
 ETIMEDOUT          ``ConnectError`` (connect timed out)
+(none) path long   ``ConnectError`` (a UNIX socket path over 107 bytes)
 anything else      ``ConnectError`` (dial) / ``TransportError`` (listen)
 =================  =====================================================
 """
@@ -46,6 +47,12 @@ def translate(exc: OSError, target: str, *, action: str = "connect") -> Transpor
     """
     code = exc.errno
     reason = exc.strerror or str(exc)
+    if code is None and "path too long" in str(exc):  # Python's own check: no errno
+        return ConnectError(
+            f"cannot {action} on {target}: the path is too long for a UNIX socket"
+            f" ({len(target.encode())} bytes; the kernel takes at most 107)",
+            hints=["Use a shorter root (-d) or sandbox ID."],
+        )
     if code == errno.ENOENT:
         if action == "listen":
             return TransportError(
