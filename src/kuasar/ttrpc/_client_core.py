@@ -33,6 +33,8 @@ from kuasar.ttrpc.framing import (
 from kuasar.wire import KeyValue, Request, Response
 
 _MAX_STREAM_ID = 0xFFFFFFFF
+#: Methods whose encoded Request prefix (service and method) is kept.
+_PREFIX_CACHE = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +87,7 @@ class ClientCore:
         self._out = bytearray()
         self._next_id = 1
         self._server_streaming: dict[int, bool] = {}
+        self._prefixes: dict[tuple[str, str], bytes] = {}
         #: Set once the peer sent a garbage frame header.
         self.error: ProtocolError | None = None
 
@@ -105,9 +108,14 @@ class ClientCore:
             RPCError: ``RESOURCE_EXHAUSTED`` when the request is over the size limit (nothing queued).
             ProtocolError: the connection's stream ids are used up.
         """
-        request = Request(
-            service=service,
-            method=method,
+        # Fields 1-2 (service, method) are encoded once per method; fields 3-5 follow. Protobuf
+        # writes fields in number order, so the two parts joined are the whole Request's bytes.
+        prefix = self._prefixes.get((service, method))
+        if prefix is None:
+            if len(self._prefixes) >= _PREFIX_CACHE:
+                self._prefixes.clear()
+            prefix = self._prefixes[service, method] = Request(service=service, method=method).encode()
+        request = prefix + Request(
             payload=payload,
             timeout_nano=0 if timeout is None else max(1, int(timeout * 1e9)),
             metadata=tuple(KeyValue(key=key, value=value) for key, value in metadata),

@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import types
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Generic, Protocol, Self, TypeVar
 
 from google.protobuf.message import DecodeError
@@ -66,15 +66,24 @@ _log = get_logger("kuasar.ttrpc.client")
 
 
 class _CallState:
-    __slots__ = ("inbox", "stream_id")
+    """A call's place on the connection: a unary call waits on one future (its answer, or
+    ``None`` when the connection failed); a stream reads a bounded inbox."""
 
-    def __init__(self, maxsize: int) -> None:
-        self.inbox: Inbox[Event] = Inbox(maxsize)
+    __slots__ = ("future", "inbox", "stream_id")
+
+    def __init__(self, maxsize: int | None) -> None:
+        self.inbox: Inbox[Event] | None = None if maxsize is None else Inbox(maxsize)
+        self.future: asyncio.Future[Event | None] | None = (
+            asyncio.get_running_loop().create_future() if maxsize is None else None
+        )
         self.stream_id = 0
 
 
-def _reply(event: Event | None) -> bytes:
-    """The payload of a unary call's answer; a non-OK status is raised as ``RPCError``."""
+def _reply(event: Event | None, lost: ConnectionClosed | None) -> bytes:
+    """The payload of a unary call's answer; a non-OK status is raised as ``RPCError``, and no
+    answer (``None``) as the connection's error ``lost``."""
+    if event is None:
+        raise (lost or ConnectionClosed("ttrpc: connection closed")).with_traceback(None)
     if not isinstance(event, Finished):  # pragma: no cover - the core ends a unary call with Finished
         raise ProtocolError("ttrpc: call ended without a response")
     if event.error is not None:
@@ -173,23 +182,27 @@ class Client:
             ConnectionClosed: the connection is gone.
             ProtocolError: the server's answer is malformed.
         """
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        state = _CallState(maxsize=1)
+        state = _CallState(None)
         span = Span(f"ttrpc /{service}/{method}") if tracing() else None
         payload = request.SerializeToString()
         try:
             try:
-                async with asyncio.timeout_at(deadline):
-                    await self._open(state, service, method, payload, timeout=timeout, metadata=metadata)
-                    frame = await state.inbox.get()
+                if timeout is None:  # the common case: no timeout scope to enter
+                    frame = await self._unary(
+                        state, service, method, payload, timeout=None, metadata=metadata
+                    )
+                else:
+                    async with asyncio.timeout(timeout):
+                        frame = await self._unary(
+                            state, service, method, payload, timeout=timeout, metadata=metadata
+                        )
             except TimeoutError as exc:
                 if isinstance(exc, KuasarError):
                     raise
                 raise DeadlineExceeded(f"ttrpc: /{service}/{method} timed out after {timeout}s") from None
             finally:
                 self._release(state)
-            reply = _reply(frame)
+            reply = _reply(frame, self._error)
             response = _decode(response_type, reply)
         except BaseException as exc:
             if span is not None:
@@ -252,6 +265,48 @@ class Client:
     ) -> int:
         """Take a stream id (the core queues its Request at once, so ids reach the wire in
         increasing order), write it, and wait while the connection is over its high-water mark."""
+        stream_id = self._start(
+            state,
+            service,
+            method,
+            payload,
+            timeout=timeout,
+            metadata=metadata,
+            client_streaming=client_streaming,
+            server_streaming=server_streaming,
+        )
+        await self._drain()
+        return stream_id
+
+    async def _unary(
+        self,
+        state: _CallState,
+        service: str,
+        method: str,
+        payload: bytes,
+        *,
+        timeout: float | None,  # noqa: ASYNC109 - sent on the wire as timeout_nano
+        metadata: Metadata | None,
+    ) -> Event | None:
+        """Start a unary call and wait for its answer (``None``: the connection failed)."""
+        self._start(state, service, method, payload, timeout=timeout, metadata=metadata)
+        await self._drain()
+        assert state.future is not None
+        return await state.future
+
+    def _start(
+        self,
+        state: _CallState,
+        service: str,
+        method: str,
+        payload: bytes,
+        *,
+        timeout: float | None,
+        metadata: Metadata | None,
+        client_streaming: bool = False,
+        server_streaming: bool = False,
+    ) -> int:
+        """Take a stream id and queue its Request (no ``await``: ids reach the wire in order)."""
         if self._error is not None:
             raise self._error.with_traceback(None)
         stream_id = self._core.open(
@@ -265,7 +320,11 @@ class Client:
         )
         state.stream_id = stream_id
         self._streams[stream_id] = state
-        await self._flush()
+        try:
+            self._writer.send(self._core.data_to_send())
+        except ConnectionClosed as exc:
+            self._fail(exc)
+            raise
         return stream_id
 
     async def _send(self, stream_id: int, payload: bytes | None) -> None:
@@ -276,19 +335,21 @@ class Client:
             self._core.close_send(stream_id)
         else:
             self._core.send(stream_id, payload)
-        await self._flush()
+        try:
+            self._writer.send(self._core.data_to_send())
+        except ConnectionClosed as exc:
+            self._fail(exc)
+            raise
+        await self._drain()
 
     def _send_nowait(self, stream_id: int) -> None:
         """The half-close on an error path: queued at once, never waiting."""
         self._core.close_send(stream_id)
         self._writer.send_nowait(self._core.data_to_send())
 
-    async def _flush(self) -> None:
-        """Hand what the core queued to the writer (coalesced per loop iteration), then drain."""
+    async def _drain(self) -> None:
+        """Wait while the connection is over its high-water mark."""
         try:
-            data = self._core.data_to_send()
-            if data:
-                self._writer.send(data)
             await self._writer.drain()
         except ConnectionClosed as exc:
             self._fail(exc)
@@ -298,7 +359,8 @@ class Client:
         if state.stream_id and self._streams.get(state.stream_id) is state:
             del self._streams[state.stream_id]
             self._core.abandon(state.stream_id)
-        state.inbox.abandon()
+        if state.inbox is not None:
+            state.inbox.abandon()
 
     def _fail(self, error: ConnectionClosed) -> None:
         if self._error is None:
@@ -306,7 +368,10 @@ class Client:
         if self._writer.error is None:
             self._writer.error = self._error
         for state in self._streams.values():
-            state.inbox.fail(self._error)
+            if state.inbox is not None:
+                state.inbox.fail(self._error)
+            elif state.future is not None and not state.future.done():
+                state.future.set_result(None)
         self._streams.clear()
 
     async def _read_loop(self) -> None:
@@ -318,7 +383,9 @@ class Client:
                     error = ConnectionClosed("ttrpc: connection closed by peer")
                     break
                 for event in self._core.receive_data(chunk):
-                    await self._dispatch(event)
+                    blocked = self._dispatch(event)
+                    if blocked is not None:
+                        await blocked  # a full inbox: this reader, so every stream, waits
                 if self._core.error is not None:
                     raise self._core.error
         except ProtocolError as exc:
@@ -330,14 +397,30 @@ class Client:
         self._fail(error)
         self._writer.close()
 
-    async def _dispatch(self, event: Event) -> None:
+    def _dispatch(self, event: Event) -> Awaitable[None] | None:
+        """Route one event; returns what the reader must await when a stream's inbox is full."""
         state = self._streams.get(event.stream_id)
         if state is None:
             _log.debug("dropping an answer for inactive stream %d", event.stream_id)
-            return
-        await state.inbox.put(event)
+            return None
+        future = state.future
+        if future is not None:
+            if not future.done():
+                future.set_result(event)
+            return None
+        inbox = state.inbox
+        assert inbox is not None
+        if not inbox.offer(event):
+            return _put_then_finish(inbox, event)
         if isinstance(event, Finished):
-            state.inbox.finish()
+            inbox.finish()
+        return None
+
+
+async def _put_then_finish(inbox: Inbox[Event], event: Event) -> None:
+    await inbox.put(event)
+    if isinstance(event, Finished):
+        inbox.finish()
 
 
 class Stream(Generic[M]):
@@ -373,6 +456,8 @@ class Stream(Generic[M]):
         self._metadata = metadata
         self._deadline: float | None = None
         self._state = _CallState(client._limits.stream_queue)
+        assert self._state.inbox is not None
+        self._inbox: Inbox[Event] = self._state.inbox
         self._stream_id = 0
         self._send_closed = not client_streaming
         self._ended = False
@@ -487,7 +572,7 @@ class Stream(Generic[M]):
             ConnectionClosed: the connection is gone.
         """
         while not self._ended:
-            event = await self._bounded(self._state.inbox.get())
+            event = await self._bounded(self._inbox.get())
             if event is None:
                 self._ended = True
                 break
@@ -526,7 +611,7 @@ class Stream(Generic[M]):
             ProtocolError: the server sent stream data or ended without a response.
         """
         await self.close_send()
-        event = await self._bounded(self._state.inbox.get())
+        event = await self._bounded(self._inbox.get())
         self._ended = True
         if event is None:
             raise ProtocolError("ttrpc: stream ended without a response")
