@@ -17,8 +17,8 @@ A leading ``ttrpc+`` (containerd's ``task_address`` form) is accepted and ignore
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from kuasar._record import Record
 from kuasar.errors import AddressError
 
 #: ``VMADDR_CID_ANY``: listen on every CID.
@@ -32,8 +32,7 @@ _MAX_UNIX_PATH = 107
 _FORMS_HINT = "valid forms: hvsock://PATH:PORT, unix://PATH, unix://@NAME, vsock://CID:PORT, /abs/path"
 
 
-@dataclass(frozen=True, slots=True)
-class UnixAddress:
+class UnixAddress(Record):
     """A UNIX stream socket, by path or (``abstract=True``) by abstract name."""
 
     path: str
@@ -48,8 +47,7 @@ class UnixAddress:
         return "\0" + self.path if self.abstract else self.path
 
 
-@dataclass(frozen=True, slots=True)
-class HvsockAddress:
+class HvsockAddress(Record):
     """A hybrid vsock port behind a VMM's UNIX socket (Cloud Hypervisor, Firecracker)."""
 
     path: str
@@ -59,8 +57,7 @@ class HvsockAddress:
         return f"hvsock://{self.path}:{self.port}"
 
 
-@dataclass(frozen=True, slots=True)
-class VsockAddress:
+class VsockAddress(Record):
     """An AF_VSOCK address. ``cid == VMADDR_CID_ANY`` only makes sense to listen."""
 
     cid: int

@@ -7,10 +7,9 @@ kuasar-py has its one home here. Nothing reads globals for a limit: whoever need
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from dataclasses import dataclass
 
+from kuasar._record import Record
 from kuasar.errors import UsageError
 
 #: ttrpc's maximum message data length (Go and Rust: ``4 << 20``); exactly this many bytes is allowed.
@@ -26,8 +25,7 @@ _SHORTEST_HANDSHAKE_LINE = len(b"CONNECT 4294967295\n")
 _SHORTEST_CONSOLE_HEADER = len(b"KSR_MODE exec\n")
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
+class Limits(Record):
     """Every bound of kuasar-py: sizes read from the wire, and every wait, host and guest side.
 
     One frozen record, validated on construction and passed down explicitly (no module keeps a
@@ -108,8 +106,9 @@ class Limits:
     console_start_timeout: float = 30.0
 
     def __post_init__(self) -> None:
-        for field in dataclasses.fields(self):
-            _check(field.name, getattr(self, field.name), integer=field.type in ("int", int))
+        kinds = type(self).__annotations__
+        for name in self.field_names():
+            _check(name, getattr(self, name), integer=kinds[name] in ("int", int))
         if self.max_message > TTRPC_MAX_MESSAGE:
             raise UsageError(
                 f"limit max_message {self.max_message} exceeds ttrpc's maximum of {TTRPC_MAX_MESSAGE}"
@@ -121,7 +120,7 @@ class Limits:
 
     def replace(self, **changes: float) -> Limits:
         """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+        return super().replace(**changes)
 
 
 def _check(name: str, value: object, *, integer: bool) -> None:

@@ -31,8 +31,8 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from kuasar._record import Record
 from kuasar.errors import ConnectionClosed, ProtocolError, UsageError
 
 EXEC_HEADER = b"KSR_MODE exec\n"
@@ -82,8 +82,7 @@ class StdinMode(enum.Enum):
     TERMINAL = "terminal"
 
 
-@dataclass(frozen=True, slots=True)
-class TerminalSetup:
+class TerminalSetup(Record):
     """The client's terminal, reproduced on the console's PTY for an interactive command.
 
     Attributes:
@@ -330,8 +329,7 @@ class MarkerStripper:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class SessionResult:
+class SessionResult(Record):
     """How a console session ended.
 
     Attributes:

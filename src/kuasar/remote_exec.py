@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from kuasar import wire
+from kuasar._record import Record
 from kuasar.codes import Code
 from kuasar.errors import CommandNotExecutable, CommandNotFound, KuasarError, RPCError, UsageError
 
@@ -20,8 +20,7 @@ SERVICE = "kuasar.agent.v1.Agent"
 STDOUT, STDERR = 1, 2
 
 
-@dataclass(frozen=True, slots=True)
-class CompletedProcess:
+class CompletedProcess(Record):
     """How a remote process ended, with its collected output.
 
     Attributes:

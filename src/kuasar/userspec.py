@@ -14,7 +14,8 @@ and non-ASCII digits are refused, not reinterpreted as names).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+
+from kuasar._record import Record
 
 #: The largest uid or gid that names a user: ``(uid_t) -1`` (2^32 - 1) means "unchanged".
 MAX_ID = 2**32 - 2
@@ -30,8 +31,7 @@ class InvalidUserSpec(ValueError):
     """A user spec that is malformed or names an out-of-range id; ``str()`` is one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class UserSpec:
+class UserSpec(Record):
     """A checked user spec.
 
     Attributes:

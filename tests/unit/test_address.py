@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from kuasar.address import (
@@ -128,7 +126,7 @@ def test_any_cid_prints_as_minus_one() -> None:
 
 def test_records_are_frozen_and_hashable() -> None:
     address = parse_address("hvsock:///x:1")
-    with pytest.raises(dataclasses.FrozenInstanceError):
+    with pytest.raises(AttributeError, match="frozen"):
         address.port = 2  # type: ignore[misc]
     assert len({parse_address("unix:///a"), parse_address("/a"), parse_address("unix://@a")}) == 2
 

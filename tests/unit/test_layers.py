@@ -41,7 +41,7 @@ LAYERS: dict[str, Layer] = {
             "kuasar._text",
             "kuasar._fdio",
             "kuasar._tracing",
-            "kuasar.userspec",
+            "kuasar._record",
             "kuasar.logtime",
             "kuasar.sandbox.state",  # the state-record format ps and the supervisor share
         ),
@@ -50,7 +50,7 @@ LAYERS: dict[str, Layer] = {
     "protobuf": Layer(("google.protobuf",), ("protobuf",)),
     "proto": Layer(("kuasar.proto",), ("proto", "protobuf")),  # generated stubs
     # errors, config and address at the bottom; the root package re-exports KuasarError only.
-    "bottom": Layer((ROOT, "kuasar.config", "kuasar.address", "kuasar._log"), ("leaf",)),
+    "bottom": Layer((ROOT, "kuasar.config", "kuasar.address", "kuasar._log", "kuasar.userspec"), ("leaf",)),
     # Host and guest share only neutral modules (§3b): no side, no ttrpc, no protobuf.
     "neutral": Layer(("kuasar.rootpath", "kuasar.tarstream", "kuasar.fscopy"), ("leaf", "bottom", "neutral")),
     # The protobuf wire codec of the hot messages, byte-identical to the stubs, without protobuf.

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
+from kuasar._record import Record
 from kuasar._text import printable
 from kuasar.errors import AmbiguousSandbox, SandboxError, SandboxNotFound, UsageError
 
@@ -31,8 +31,7 @@ SOCKET_DIR_ENV = "KUASAR_SOCKET_DIR"
 SOCKET_NAMES = ("task.socket", "task.vsock")
 
 
-@dataclass(frozen=True, slots=True)
-class SandboxRef:
+class SandboxRef(Record):
     """One sandbox found on disk.
 
     Attributes:
@@ -91,8 +90,7 @@ def permission_denied(paths: Sequence[str]) -> SandboxError:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class Scan:
+class Scan(Record):
     """What one look through the roots found.
 
     Attributes:

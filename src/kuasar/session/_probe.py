@@ -19,9 +19,9 @@ The probe (design.md "Guests in the field")::
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Self
 
+from kuasar._record import Record
 from kuasar.errors import KuasarError, RPCError, TransportError
 from kuasar.wire import HealthCheckResponse
 
@@ -60,16 +60,14 @@ class ExecPath(enum.Enum):
     VM_PROCESS = "exec-vm-process"
 
 
-@dataclass(frozen=True, slots=True)
-class Call:
+class Call(Record):
     """One probe call; its request is always the empty message."""
 
     service: str
     method: str
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(Record):
     """How a probe call ended.
 
     Attributes:

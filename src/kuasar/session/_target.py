@@ -6,14 +6,12 @@ data: the blocking and the asyncio drivers both start from it).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from kuasar._record import Record
 from kuasar.address import Address, HvsockAddress, UnixAddress, parse_address, with_port
 from kuasar.config import AGENT_PORT, CONSOLE_PORT
 
 
-@dataclass(frozen=True, slots=True)
-class GuestTarget:
+class GuestTarget(Record):
     """Where a guest's ports are.
 
     Attributes:

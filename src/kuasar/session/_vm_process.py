@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from kuasar import wire
+from kuasar._record import Record
 from kuasar.console import shell_command
 from kuasar.errors import RPCError
 from kuasar.remote_exec import CompletedProcess
@@ -31,8 +31,7 @@ _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'"
 _FAILED = re.compile(r"failed with exit code (?P<code>-?\d+) and error message (?P<stderr>.*)\Z", re.DOTALL)
 
 
-@dataclass(frozen=True, slots=True)
-class VmProcessFailure:
+class VmProcessFailure(Record):
     """A failed ExecVMProcess, read from its status message.
 
     Attributes:

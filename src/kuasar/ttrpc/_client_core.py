@@ -18,8 +18,8 @@ A garbage header sets :attr:`ClientCore.error`: the connection is unusable from 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from kuasar._record import Record
 from kuasar.codes import Code
 from kuasar.errors import KuasarError, ProtocolError, RPCError
 from kuasar.ttrpc.framing import (
@@ -37,16 +37,14 @@ _MAX_STREAM_ID = 0xFFFFFFFF
 _PREFIX_CACHE = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(Record):
     """One streamed message from the server."""
 
     stream_id: int
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(Record):
     """The call on ``stream_id`` is over: with ``payload`` (a Response), or with ``error``."""
 
     stream_id: int
@@ -115,11 +113,14 @@ class ClientCore:
             if len(self._prefixes) >= _PREFIX_CACHE:
                 self._prefixes.clear()
             prefix = self._prefixes[service, method] = Request(service=service, method=method).encode()
-        request = prefix + Request(
-            payload=payload,
-            timeout_nano=0 if timeout is None else max(1, int(timeout * 1e9)),
-            metadata=tuple(KeyValue(key=key, value=value) for key, value in metadata),
-        ).encode()
+        request = (
+            prefix
+            + Request(
+                payload=payload,
+                timeout_nano=0 if timeout is None else max(1, int(timeout * 1e9)),
+                metadata=tuple(KeyValue(key=key, value=value) for key, value in metadata),
+            ).encode()
+        )
         self._check_size(len(request))
         stream_id = self._next_id
         if stream_id > _MAX_STREAM_ID:

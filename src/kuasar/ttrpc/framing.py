@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import enum
 import struct
-from dataclasses import dataclass
 
+from kuasar._record import Record
 from kuasar.config import TTRPC_MAX_MESSAGE
 from kuasar.errors import ProtocolError
 
@@ -51,8 +51,7 @@ class Flags(enum.IntFlag):
     NO_DATA = 0x04
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(Record):
     """One ttrpc frame.
 
     Attributes:
@@ -68,7 +67,6 @@ class Frame:
     data: bytes = b""
 
 
-@dataclass(frozen=True, slots=True)
 class OversizedFrame(Frame):
     """A frame whose announced length exceeds the limit. Its data is not kept (``data`` is empty).
 
