@@ -18,8 +18,8 @@ A garbage header sets :attr:`ClientCore.error`: the connection is unusable from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from kuasar._record import Record
 from kuasar.codes import Code
 from kuasar.errors import KuasarError, ProtocolError, RPCError
 from kuasar.ttrpc.framing import (
@@ -37,14 +37,16 @@ _MAX_STREAM_ID = 0xFFFFFFFF
 _PREFIX_CACHE = 256
 
 
-class Message(Record):
+@dataclass(frozen=True, slots=True)
+class Message:
     """One streamed message from the server."""
 
     stream_id: int
     payload: bytes
 
 
-class Finished(Record):
+@dataclass(frozen=True, slots=True)
+class Finished:
     """The call on ``stream_id`` is over: with ``payload`` (a Response), or with ``error``."""
 
     stream_id: int
