@@ -139,6 +139,16 @@ class FrameWriter:
         except (OSError, RuntimeError) as exc:
             raise self._failed(exc) from exc
 
+    def own(self) -> None:
+        """The caller's protocol now owns the transport (see ``owned``). A transport already over
+        its high-water mark told the stream's protocol, not ours: it counts as paused (it will
+        tell ours when it drains)."""
+        self._owned = True
+        transport = self._transport
+        with contextlib.suppress(AttributeError, NotImplementedError):
+            if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+                self._paused = True
+
     @property
     def paused(self) -> bool:
         """The transport is over its high-water mark (owned mode)."""
@@ -217,12 +227,13 @@ async def adopt(
     halves of one transport, as ``open_connection``/``start_server`` make them.
 
     Returns:
-        ``(leftover, lost)``: the buffered bytes, and whether the stream had already failed.
+        ``(leftover, lost)``: the buffered bytes, and whether the stream had already failed or
+        closed (then ``protocol`` hears nothing more: the caller treats the connection as lost).
     """
     transport = cast(asyncio.Transport, writer.transport)
     transport.pause_reading()
     transport.set_protocol(protocol)
-    if reader.exception() is not None:
+    if reader.exception() is not None or transport.is_closing():
         return b"", True
     reader.feed_eof()  # nothing more comes to this reader: read() below returns what it holds
     return await reader.read(), False

@@ -102,8 +102,10 @@ class _Connection(asyncio.BufferedProtocol):
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             leftover, lost = await adopt(reader, writer, self)
+            self.writer.own()
             held, self._adopting = self._adopting or [], None
             if lost:
+                self.writer.lost(None)
                 self._stop()
             for data in (leftover, *held):
                 if data:
