@@ -7,18 +7,16 @@ Shape: the asyncio driver of the sans-IO :class:`~kuasar.ttrpc._client_core.Clie
 Request/Data frames and the envelope, every answer read into events), which the blocking
 :mod:`kuasar.ttrpc.blocking` drives too (streaming calls, :class:`Stream`, live in
 :mod:`kuasar.ttrpc.streams`):
-- The client's own protocol takes over the stream pair's transport
-  (:func:`~kuasar.ttrpc._conn.adopt`: bytes the stream already held, e.g. after the hvsock
-  handshake, are read first), feeds the core what the socket gives and routes its events by
-  stream id: a unary call's answer to its future, a stream's into its bounded
-  :class:`~kuasar.ttrpc._conn.Inbox`. The reader and writer must be the two halves of one
-  transport (as ``open_connection`` makes them).
+- One reader task per connection feeds the core and routes its events by stream id: a unary
+  call's answer to its future, a stream's into its bounded :class:`~kuasar.ttrpc._conn.Inbox`.
+  (Unlike the server, the client keeps the stream's own protocol: reading straight from a
+  protocol callback measured 10-25% fewer calls/s at 64 in flight and half the streamed MB/s.)
 - Stream ids are odd, start at 1 and grow by 2; an id is taken and its Request queued with no
   ``await`` in between, so ids reach the wire in increasing order (Go >= 1.2 servers insist).
   Frames queued in one loop iteration leave in one ``send()`` (:class:`~kuasar.ttrpc._conn.FrameWriter`);
   a writer waits only while the connection is over its high-water mark.
 - Head-of-line blocking: ttrpc has no flow control. When a stream's inbox is full
-  (``limits.stream_queue`` messages) reading pauses, so *every* stream on this connection stalls
+  (``limits.stream_queue`` messages) the reader waits, so *every* stream on this connection stalls
   until that stream's consumer reads. Consume streams promptly, or use a second connection.
 - A non-OK status becomes :class:`~kuasar.errors.RPCError`; a local deadline
   :class:`~kuasar.errors.DeadlineExceeded`. When the connection dies, every pending and later call
@@ -33,16 +31,13 @@ Request/Data frames and the envelope, every answer read into events), which the 
 from __future__ import annotations
 
 import asyncio
-import collections
-import contextlib
 from collections.abc import Awaitable
-from typing import cast
 
 from kuasar._log import Span, get_logger, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded, KuasarError, ProtocolError
 from kuasar.ttrpc._client_core import ClientCore, Event, Finished
-from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox, adopt
+from kuasar.ttrpc._conn import READ_CHUNK, FrameWriter, Inbox
 from kuasar.ttrpc._trace import outcome as _outcome
 from kuasar.ttrpc._trace import trace_call as _trace_call
 from kuasar.ttrpc.streams import CallState, M, Message, Metadata, Stream, decode_message
@@ -79,16 +74,13 @@ class Client:
     def __init__(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, limits: Limits = DEFAULT_LIMITS
     ) -> None:
+        self._reader = reader
         self._writer = FrameWriter(writer, limits.max_message)
-        self._transport = cast(asyncio.Transport, writer.transport)
         self._limits = limits
         self._core = ClientCore(limits.max_message)
         self._streams: dict[int, CallState] = {}
         self._error: ConnectionClosed | None = None
-        self._receiver = _Receiver(self)
-        self._backlog: collections.deque[Event] = collections.deque()  # routed once unblocked
-        self._blocked: asyncio.Task[None] | None = None  # waiting for a full stream inbox
-        self._read_task = asyncio.get_running_loop().create_task(self._adopt(reader, writer))
+        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
 
     async def __aenter__(self) -> Client:
         return self
@@ -110,12 +102,12 @@ class Client:
     def close(self) -> None:
         """Close the connection; pending calls fail with ``ConnectionClosed``."""
         self._fail(ConnectionClosed("ttrpc: client closed"))
-        if self._blocked is not None:
-            self._blocked.cancel()
+        self._read_task.cancel()
         self._writer.close()
 
     async def wait_closed(self) -> None:
-        """Wait until the socket is closed. A cancellation of the caller propagates."""
+        """Wait until the reader task has ended and the socket is closed. A cancellation of the
+        caller propagates (``asyncio.wait`` never raises the reader task's own)."""
         await asyncio.wait({self._read_task})
         await self._writer.wait_closed()
 
@@ -318,8 +310,6 @@ class Client:
 
     async def _drain(self) -> None:
         """Wait while the connection is over its high-water mark."""
-        if not self._read_task.done():
-            await asyncio.wait({self._read_task})  # the protocol take-over comes first
         try:
             await self._writer.drain()
         except ConnectionClosed as exc:
@@ -345,63 +335,26 @@ class Client:
                 state.future.set_result(None)
         self._streams.clear()
 
-    async def _adopt(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        """Put :class:`_Receiver` on the transport; what the stream already held is read first."""
-        if self._error is not None:
-            return  # closed before it began: the stream keeps its own protocol
-        leftover, lost = await adopt(reader, writer, self._receiver)
-        self._writer.own()
-        held, self._receiver.held = self._receiver.held or [], None
-        if lost:
-            self._writer.lost(None)
-            self._lost(ConnectionClosed("ttrpc: connection lost"))
-            return
-        for data in (leftover, *held):
-            if data:
-                self._receive(data)
-        if self._error is None and self._blocked is None:
-            self._transport.resume_reading()
-
-    def _receive(self, data: bytes) -> None:
-        """Bytes from the socket: through the core, each event to its call."""
+    async def _read_loop(self) -> None:
+        error: ConnectionClosed
         try:
-            events = self._core.receive_data(data)
+            while True:
+                chunk = await self._reader.read(READ_CHUNK)
+                if not chunk:
+                    error = ConnectionClosed("ttrpc: connection closed by peer")
+                    break
+                for event in self._core.receive_data(chunk):
+                    blocked = self._dispatch(event)
+                    if blocked is not None:
+                        await blocked  # a full inbox: this reader, so every stream, waits
+                if self._core.error is not None:
+                    raise self._core.error
         except ProtocolError as exc:
-            self._drop(exc)
-            return
-        self._backlog.extend(events)
-        if self._blocked is None:
-            self._route()
-        if self._core.error is not None:
-            self._drop(self._core.error)
-
-    def _route(self) -> None:
-        """Route the backlog until a stream's inbox is full: then reading pauses and a task waits
-        for room (head-of-line blocking, see the module docstring)."""
-        backlog = self._backlog
-        while backlog:
-            blocked = self._dispatch(backlog.popleft())
-            if blocked is not None:
-                with contextlib.suppress(RuntimeError, AttributeError):
-                    self._transport.pause_reading()
-                self._blocked = asyncio.get_running_loop().create_task(self._unblock(blocked))
-                return
-
-    async def _unblock(self, blocked: Awaitable[None]) -> None:
-        await blocked
-        self._blocked = None
-        self._route()
-        if self._blocked is None and self._error is None:
-            with contextlib.suppress(RuntimeError, AttributeError):
-                self._transport.resume_reading()
-
-    def _drop(self, exc: ProtocolError) -> None:
-        error = ConnectionClosed(f"ttrpc: connection dropped: {exc}")
-        error.__cause__ = exc
-        self._lost(error)
-
-    def _lost(self, error: ConnectionClosed) -> None:
-        self._backlog.clear()
+            error = ConnectionClosed(f"ttrpc: connection dropped: {exc}")
+            error.__cause__ = exc
+        except OSError as exc:
+            error = ConnectionClosed(f"ttrpc: connection lost: {exc}")
+            error.__cause__ = exc
         self._fail(error)
         self._writer.close()
 
@@ -429,42 +382,3 @@ async def _put_then_finish(inbox: Inbox[Event], event: Event) -> None:
     await inbox.put(event)
     if isinstance(event, Finished):
         inbox.finish()
-
-
-class _Receiver(asyncio.BufferedProtocol):
-    """The client's protocol on the transport once adopted: reads into one reused buffer and
-    hands the bytes to the client (no reader task, no stream buffer in between)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._buffer = memoryview(bytearray(READ_CHUNK))
-        self.held: list[bytes] | None = []  # bytes that came during the take-over
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return self._buffer
-
-    def buffer_updated(self, nbytes: int) -> None:
-        data = bytes(self._buffer[:nbytes])
-        if self.held is not None:
-            self.held.append(data)
-        else:
-            self._client._receive(data)
-
-    def eof_received(self) -> bool:
-        self._client._lost(ConnectionClosed("ttrpc: connection closed by peer"))
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._client._writer.lost(exc)
-        if exc is None:
-            self._client._lost(ConnectionClosed("ttrpc: connection closed by peer"))
-        else:
-            error = ConnectionClosed(f"ttrpc: connection lost: {exc}")
-            error.__cause__ = exc
-            self._client._lost(error)
-
-    def pause_writing(self) -> None:
-        self._client._writer.pause()
-
-    def resume_writing(self) -> None:
-        self._client._writer.resume()
