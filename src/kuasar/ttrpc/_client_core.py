@@ -18,7 +18,6 @@ A garbage header sets :attr:`ClientCore.error`: the connection is unusable from 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from kuasar.codes import Code
 from kuasar.errors import KuasarError, ProtocolError, RPCError
@@ -37,21 +36,48 @@ _MAX_STREAM_ID = 0xFFFFFFFF
 _PREFIX_CACHE = 256
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class _Event:
+    """Events are made once per frame: plain slotted classes with their own ``__init__`` (neither
+    a dataclass, whose import costs start-up, nor a generic record, whose ``__init__`` costs calls)."""
+
+    __slots__ = ()
+    _FIELDS: tuple[str, ...] = ()
+
+    def _values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Event) and type(other) is type(self) and self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._FIELDS)
+        return f"{type(self).__name__}({fields})"
+
+
+class Message(_Event):
     """One streamed message from the server."""
 
-    stream_id: int
-    payload: bytes
+    __slots__ = ("payload", "stream_id")
+    _FIELDS = ("stream_id", "payload")
+
+    def __init__(self, stream_id: int, payload: bytes) -> None:
+        self.stream_id = stream_id
+        self.payload = payload
 
 
-@dataclass(frozen=True, slots=True)
-class Finished:
+class Finished(_Event):
     """The call on ``stream_id`` is over: with ``payload`` (a Response), or with ``error``."""
 
-    stream_id: int
-    payload: bytes | None = None
-    error: KuasarError | None = None
+    __slots__ = ("error", "payload", "stream_id")
+
+    def __init__(
+        self, stream_id: int, payload: bytes | None = None, error: KuasarError | None = None
+    ) -> None:
+        self.stream_id = stream_id
+        self.payload = payload
+        self.error = error
 
 
 Event = Message | Finished
