@@ -4,7 +4,8 @@ Layer contract: beside ``kuasar.transport`` (never importing it): it is handed a
 ``(StreamReader, StreamWriter)``. Imports nothing from ``kuasar.transport``, ``kuasar.agent``,
 ``kuasar.ctl`` or ``kuasar.sandbox`` (``tests/unit/test_layers.py``). Modules, bottom up:
 ``codes``, ``framing`` and ``_client_core`` (sans-IO), ``service`` (handler registry types),
-``_conn`` (writer lock, inboxes, envelope), ``client``, ``server``, ``health``, ``testing``, and
+``_conn`` (the joined-write frame writer, inboxes, envelope), ``client`` and ``streams``,
+``server``, ``health``, ``testing``, and
 ``blocking`` (a client without asyncio for one-shot CLI runs). The names below load their module on
 first use, so ``kuasar.ttrpc.blocking`` imports neither asyncio nor protobuf.
 """
