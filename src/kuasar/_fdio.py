@@ -1,12 +1,14 @@
-"""Waiting on raw file descriptors from asyncio, without touching their O_NONBLOCK flag.
+"""Raw file descriptors: waiting on them from asyncio without touching their O_NONBLOCK flag, and
+writing all of a buffer, from a coroutine or from a blocking driver.
 
-Layer contract: bottom layer; asyncio and os only. Used by ``kuasar.ctl.stdio`` (the user's
-terminal, which is shared with their shell) and by the agent's PTY pumps.
+Layer contract: bottom layer; os only at import (asyncio is imported by the coroutines that use it,
+so the blocking drivers of ``kuasarctl exec`` can use :func:`write_all_blocking` without loading
+it). Used by ``kuasar.ctl.stdio`` (the user's terminal, which is shared with their shell), the
+agent's PTY pumps, the blocking console and API drivers, and the tar and file copy code.
 """
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import os
 from collections.abc import AsyncIterator
@@ -15,6 +17,8 @@ from collections.abc import AsyncIterator
 async def wait_fd(fd: int, *, writable: bool = False) -> bool:
     """Wait until ``fd`` is readable (or writable); False when the loop cannot watch it (a regular
     file, which is always ready)."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     ready: asyncio.Future[None] = loop.create_future()
 
@@ -32,6 +36,13 @@ async def wait_fd(fd: int, *, writable: bool = False) -> bool:
     finally:
         remove(fd)
     return True
+
+
+def write_all_blocking(fd: int, data: bytes) -> None:
+    """Write every byte of ``data`` to a blocking ``fd`` (``os.write`` may take part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 async def write_all(fd: int, data: bytes) -> None:

@@ -14,6 +14,7 @@ import selectors
 import socket
 import time
 
+from kuasar._fdio import write_all_blocking
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.console import ConsoleExec, SessionResult
 from kuasar.errors import ConnectionClosed, DeadlineExceeded
@@ -21,13 +22,6 @@ from kuasar.errors import ConnectionClosed, DeadlineExceeded
 READ_CHUNK = 256 * 1024
 #: Queued input above which stdin is not read until the console has taken some.
 INPUT_HIGH_WATER = 1024 * 1024
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte of ``data`` to a blocking ``fd``."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 class _Relay:
@@ -89,7 +83,7 @@ class _Relay:
                 data = b""
             out = self.core.receive_data(data) if data else self.core.receive_eof()
             if out:
-                write_all(self.output_fd, out)
+                write_all_blocking(self.output_fd, out)
             self.queue(self.core.data_to_send())
         else:
             self._interest()

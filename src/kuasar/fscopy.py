@@ -26,6 +26,7 @@ import stat
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 
+from kuasar._fdio import write_all_blocking
 from kuasar.codes import Code
 from kuasar.errors import RPCError
 from kuasar.rootpath import host_path, os_error, resolve_in_root
@@ -174,7 +175,7 @@ async def _write_file(target: str, meta: CopyMeta, chunks: AsyncIterator[bytes])
                 written += len(data)
                 if written > meta.size:
                     raise RPCError(Code.INVALID_ARGUMENT, f"more data than the header's {meta.size} bytes")
-                await asyncio.to_thread(_write_all, fd, data)
+                await asyncio.to_thread(write_all_blocking, fd, data)
             if written != meta.size:
                 raise RPCError(Code.INVALID_ARGUMENT, f"got {written} of {meta.size} bytes")
             os.fchmod(fd, meta.mode & 0o7777)
@@ -188,12 +189,6 @@ async def _write_file(target: str, meta: CopyMeta, chunks: AsyncIterator[bytes])
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
     return written
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
 
 
 __all__ = ["DEFAULT_CHUNK", "FILE", "TAR", "CopyMeta", "copy_in", "copy_out", "open_source"]

@@ -37,6 +37,7 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import IO, Any
 
+from kuasar._fdio import write_all_blocking
 from kuasar.codes import Code
 from kuasar.errors import RPCError
 from kuasar.rootpath import host_path, is_under, os_error, resolve_in_root
@@ -266,12 +267,6 @@ class MemberRules:
 # -- reading: writing the members ----------------------------------------------------------------
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 def _extract_member(rules: MemberRules, member: tarfile.TarInfo, tar: tarfile.TarFile) -> tuple[str, int]:
     """Write one member; return ``(directory path or "", file bytes written)``."""
     if member.isdir():
@@ -307,7 +302,7 @@ def _extract_member(rules: MemberRules, member: tarfile.TarInfo, tar: tarfile.Ta
     fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
         while block := data.read(CHUNK):
-            _write_all(fd, block)
+            write_all_blocking(fd, block)
         os.fchmod(fd, member.mode & 0o7777)
         os.utime(fd, (member.mtime, member.mtime))
     finally:

@@ -18,8 +18,8 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from kuasar._fdio import write_all_blocking
 from kuasar.config import DEFAULT_LIMITS
-from kuasar.console_sync import write_all
 from kuasar.errors import DeadlineExceeded
 from kuasar.remote_exec import STDOUT, exec_start
 from kuasar.session._process import BlockingProcess
@@ -172,7 +172,7 @@ class _Loop:
                             readable=bool(events & selectors.EVENT_READ),
                             writable=bool(events & selectors.EVENT_WRITE),
                         ):
-                            write_all(stdout_fd if fd == STDOUT else stderr_fd, data)
+                            write_all_blocking(stdout_fd if fd == STDOUT else stderr_fd, data)
                     elif key.fileobj == self.signals.read_fd:
                         if (outcome := self._on_signals(size_fd)) is not None:
                             return outcome

@@ -81,8 +81,8 @@ def run_vm_process(
     deadline: float | None,
 ) -> int:
     """One command through a stock vmm-task's ExecVMProcess: stdin sent whole, output at the end."""
+    from kuasar._fdio import write_all_blocking
     from kuasar.console import command_argv
-    from kuasar.console_sync import write_all
     from kuasar.ctl.main import exit_code_for
 
     if args.interactive and args.tty:
@@ -97,8 +97,8 @@ def run_vm_process(
     result = session.exec_vm_process(
         command_argv(command), input=stdin, timeout=timeout, env=env, cwd=args.workdir
     )
-    write_all(sys.stdout.fileno(), result.stdout)
-    write_all(sys.stderr.fileno(), result.stderr)
+    write_all_blocking(sys.stdout.fileno(), result.stdout)
+    write_all_blocking(sys.stderr.fileno(), result.stderr)
     return exit_code_for(exit_status=result.exit_status)
 
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from kuasar._fdio import write_all_blocking
 from kuasar._text import printable
 from kuasar.errors import KuasarError, UsageError
 from kuasar.sandbox.discovery import SandboxRef, sandbox_roots, scan
@@ -43,12 +43,6 @@ def add_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _write(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
 class _Lines:
     """One sandbox's output on one fd: whole lines out, each with the prefix, in one write."""
 
@@ -66,7 +60,7 @@ class _Lines:
         del self.pending[: end + 1]
         if self.prefix:
             lines = b"".join(self.prefix + line for line in lines.splitlines(keepends=True))
-        _write(self.fd, lines)
+        write_all_blocking(self.fd, lines)
 
     def flush(self) -> None:
         if self.pending:
@@ -112,12 +106,12 @@ async def _one(
         record["exit"] = exc.exit_code
         record["error"] = str(exc)
         if not json_mode:
-            _write(STDERR, prefix + printable(f"Error: {exc}").encode() + b"\n")
+            write_all_blocking(STDERR, prefix + printable(f"Error: {exc}").encode() + b"\n")
     finally:
         for lines in streams.values():
             lines.flush()
     if json_mode:
-        _write(STDOUT, json.dumps(record).encode() + b"\n")
+        write_all_blocking(STDOUT, json.dumps(record).encode() + b"\n")
     return record
 
 
