@@ -1,12 +1,12 @@
 """A sandbox's guest agent API (ttrpc on vsock port 1024), probed in one quick try.
 
-Layer contract: middle layer; ``kuasar.transport`` (dial), ``kuasar.ttrpc`` (client), the generated
-``agent_pb2``/``health_pb2`` and ``kuasar.remote_process``. No terminals, no printing, no exit codes.
+Layer contract: middle layer; ``kuasar.session`` (the probe), ``kuasar.ttrpc`` (client), the generated
+``agent_pb2`` and ``kuasar.remote_process``. No terminals, no printing, no exit codes.
 
-``Guest.connect`` dials the agent port once (no retry: a console-only guest — a stock Kuasar
-vmm-task, whose VMM closes ``CONNECT 1024`` without a reply — answers at once) and calls
-``grpc.Health/Check`` under a short timeout, so "is there an API?" costs well under half a second
-either way. On failure it raises :class:`AgentUnavailable`; callers fall back to the debug console.
+``Guest.connect`` is the guest session's probe (``kuasar.session``) for callers that want only our
+agent API: one dial, no retry (a console-only guest — a stock Kuasar vmm-task, whose VMM closes
+``CONNECT 1024`` without a reply — answers at once), short per-call timeouts. On failure it raises
+:class:`AgentUnavailable`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,10 @@ from typing import Any
 
 from google.protobuf import empty_pb2
 
-from kuasar import transport
 from kuasar.address import Address, HvsockAddress
 from kuasar.config import AGENT_PORT, DEFAULT_LIMITS, Limits
-from kuasar.errors import KuasarError, RPCError, TransportError
-from kuasar.proto import agent_pb2, health_pb2
+from kuasar.errors import RPCError, TransportError
+from kuasar.proto import agent_pb2
 from kuasar.remote_process import SERVICE, CompletedProcess, RemoteProcess, run
 from kuasar.ttrpc import Client, Code
 
@@ -59,46 +58,30 @@ class Guest:
         probe_timeout: float = PROBE_TIMEOUT,
         limits: Limits = DEFAULT_LIMITS,
     ) -> Guest:
-        """Dial ``address`` once and check that an agent API answers ``grpc.Health/Check``.
+        """Dial ``address`` once and check, with the guest session's probe, that our agent API
+        answers there (``grpc.Health/Check`` SERVING and ``kuasar.agent.v1.Agent/Ping``).
 
         Args:
             address: the agent API address (an ``HvsockAddress`` with port 1024 for sandboxes;
                 a plain address without a port gets :data:`AGENT_PORT` where one is needed).
-            probe_timeout: the budget for the dial and for the check, each.
+            probe_timeout: the budget for the dial and for each probe call.
             limits: message limits.
 
         Raises:
-            AgentUnavailable: no API there (refused, closed, silent, or not a health service);
-                its ``__cause__`` says why.
+            AgentUnavailable: no kuasar agent API there (refused, closed, silent, or another
+                guest); its ``__cause__`` says why when the transport failed.
         """
-        import asyncio
+        from kuasar.session import GuestTarget, Session
 
-        try:
-            reader, writer = await transport.dial(
-                address, limits=limits, connect_timeout=probe_timeout, retry=False
-            )
-        except (KuasarError, OSError) as exc:
-            raise AgentUnavailable(f"no agent API at {address}: {exc}") from exc
-        client = Client(reader, writer, limits=limits)
-        try:
-            response = await client.call(
-                "grpc.Health",
-                "Check",
-                health_pb2.CheckRequest(),
-                health_pb2.HealthCheckResponse,
-                timeout=probe_timeout,
-            )
-            if response.status != health_pb2.HealthCheckResponse.SERVING:
-                raise AgentUnavailable(f"agent API at {address} is not serving")
-        except (KuasarError, OSError, asyncio.CancelledError) as exc:
-            client.close()
-            await client.wait_closed()
-            if isinstance(exc, AgentUnavailable):
-                raise
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            raise AgentUnavailable(f"no agent API at {address}: {exc}") from exc
-        return cls(client, address, limits=limits)
+        session = await Session.open(
+            GuestTarget(address, address, str(address)), probe_timeout=probe_timeout, limits=limits
+        )
+        if session.guest is not None:
+            return session.guest
+        await session.close()
+        if session.api_error is not None:
+            raise AgentUnavailable(f"no agent API at {address}: {session.api_error}") from session.api_error
+        raise AgentUnavailable(f"no kuasar agent API at {address} ({session.kind.value} answers there)")
 
     @classmethod
     async def probe(

@@ -352,7 +352,5 @@ async def identify(
     timeout: float = PROBE_TIMEOUT,  # noqa: ASYNC109 - the probe's own budget per step
 ) -> tuple[GuestKind, TransportError | None]:
     """What answers on ``address`` (an agent port), and if nothing does, the transport error."""
-    async with await Session.open(
-        GuestTarget(address, address, str(address)), probe_timeout=timeout
-    ) as session:
+    async with await Session.open(GuestTarget.agent_only(address), probe_timeout=timeout) as session:
         return session.kind, session.api_error

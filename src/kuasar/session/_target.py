@@ -44,3 +44,8 @@ class GuestTarget(Record):
             None if isinstance(address, UnixAddress) and address.abstract else with_port(address, AGENT_PORT)
         )
         return cls(api, console, text)
+
+    @classmethod
+    def agent_only(cls, address: Address) -> GuestTarget:
+        """An agent port alone, to probe (its console address is the same: never dialled)."""
+        return cls(address, address, str(address))
