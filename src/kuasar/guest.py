@@ -11,7 +11,7 @@ agent API: one dial, no retry (a console-only guest — a stock Kuasar vmm-task,
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import empty_pb2
@@ -137,8 +137,9 @@ class Guest:
         cwd: str = "",
         user: str = "",
         container_id: str = "",
+        on_output: Callable[[int, bytes], Awaitable[None]] | None = None,
     ) -> CompletedProcess:
-        """Run ``argv`` and collect its output (see :func:`kuasar.remote_process.run`)."""
+        """Run ``argv`` and collect (or stream) its output (see :func:`kuasar.remote_process.run`)."""
         return await run(
             self.client,
             argv,
@@ -150,6 +151,7 @@ class Guest:
             user=user,
             container_id=container_id,
             limits=self.limits,
+            on_output=on_output,
         )
 
 

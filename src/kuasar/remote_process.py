@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import signal as signals
 import types
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from kuasar import wire
 from kuasar.config import DEFAULT_LIMITS, Limits
@@ -249,6 +249,7 @@ async def run(
     user: str = "",
     container_id: str = "",
     limits: Limits = DEFAULT_LIMITS,
+    on_output: Callable[[int, bytes], Awaitable[None]] | None = None,
 ) -> CompletedProcess:
     """Run ``argv`` in the guest and collect its output, like :func:`subprocess.run`.
 
@@ -263,6 +264,8 @@ async def run(
         user: user (and group) to run as.
         container_id: run inside this container.
         limits: message limit for stdin chunks.
+        on_output: ``await on_output(STDOUT or STDERR, chunk)`` as output arrives, instead of
+            collecting it (the result's ``stdout``/``stderr`` are then empty).
 
     Raises:
         DeadlineExceeded: ``timeout`` expired (``stdout``/``stderr`` hold the partial output).
@@ -288,7 +291,10 @@ async def run(
                     await process.write(input)
                     await process.close_stdin()
                 while (chunk := await process.read()) is not None:
-                    (err if chunk[0] == STDERR else out).append(chunk[1])
+                    if on_output is not None:
+                        await on_output(*chunk)
+                    else:
+                        (err if chunk[0] == STDERR else out).append(chunk[1])
                 result = process.result(b"".join(out), b"".join(err))
     except TimeoutError as exc:
         if isinstance(exc, KuasarError):

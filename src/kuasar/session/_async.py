@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     import asyncio
 
     from kuasar.guest import Guest
-    from kuasar.remote_process import CompletedProcess, RemoteProcess
+    from kuasar.remote_process import CompletedProcess
     from kuasar.ttrpc import Client
 
 #: ``await on_output(fd, chunk)``: fd 1 for stdout, 2 for stderr.
@@ -200,7 +200,7 @@ class Session:
     async def _run(
         self, command: _Command, connect_timeout: float | None, on_output: OutputCallback | None
     ) -> tuple[ExecPath, CompletedProcess]:
-        from kuasar.remote_process import STDOUT, CompletedProcess
+        from kuasar.remote_process import STDERR, STDOUT, CompletedProcess
 
         argv, input, env, cwd = command.argv, command.input, command.env, command.cwd
         out: list[bytes] = []
@@ -208,8 +208,7 @@ class Session:
         paths = self.paths()
         for path in paths:
             if path is ExecPath.API and self.guest is not None:
-                process = self.guest.exec(argv, stdin=input is not None, env=env, cwd=cwd)
-                return path, await _stream_process(process, input, on_output)
+                return path, await self.guest.run(argv, input=input, env=env, cwd=cwd, on_output=on_output)
             if path is ExecPath.CONSOLE:
                 try:
                     reader, writer = await self.open_console(connect_timeout=connect_timeout)
@@ -223,7 +222,7 @@ class Session:
                 result = await self.exec_vm_process(argv, input=input or b"", env=env, cwd=cwd)
                 if on_output is not None:
                     await on_output(STDOUT, result.stdout)
-                    await on_output(STDOUT + 1, result.stderr)
+                    await on_output(STDERR, result.stderr)
                 return path, result
         raise AssertionError("unreachable: every guest has the console path")  # pragma: no cover
 
@@ -277,25 +276,6 @@ def _collector(out: list[bytes]) -> OutputCallback:
         out.append(chunk)
 
     return collect
-
-
-async def _stream_process(
-    process: RemoteProcess, input: bytes | None, on_output: OutputCallback | None
-) -> CompletedProcess:
-    from kuasar.remote_process import STDERR
-
-    out: list[bytes] = []
-    err: list[bytes] = []
-    async with process:
-        if input is not None:
-            await process.write(input)
-            await process.close_stdin()
-        while (chunk := await process.read()) is not None:
-            if on_output is not None:
-                await on_output(*chunk)
-            else:
-                (err if chunk[0] == STDERR else out).append(chunk[1])
-    return process.result(b"".join(out), b"".join(err))
 
 
 async def _console_run(
