@@ -3,8 +3,9 @@ writing all of a buffer, from a coroutine or from a blocking driver.
 
 Layer contract: bottom layer; os only at import (asyncio is imported by the coroutines that use it,
 so the blocking drivers of ``kuasarctl exec`` can use :func:`write_all_blocking` without loading
-it). Used by ``kuasar.ctl.stdio`` (the user's terminal, which is shared with their shell), the
-agent's PTY pumps, the blocking console and API drivers, and the tar and file copy code.
+it). Used by the agent's PTY pumps and process pipes, the blocking console and API drivers of
+``kuasarctl exec`` (the user's terminal, which is shared with their shell), and the tar and file
+copy code.
 """
 
 from __future__ import annotations
