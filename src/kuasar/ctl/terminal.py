@@ -1,10 +1,10 @@
 """The local terminal for interactive sessions: raw mode that is always restored, the detach key.
 
 Layer contract: ``kuasar.ctl`` only; termios/tty/signal. ``raw_terminal`` restores the saved
-settings on every exit path: normal return, exception, cancellation, and SIGTERM/SIGHUP/SIGQUIT
-(inside an event loop, loop signal handlers cancel the session's task; under a blocking driver a
-``signal.signal`` handler raises in the main thread; either way every ``finally`` runs and it ends
-as :class:`Terminated`, exit 128+N). A session that ends abnormally also resets the screen.
+settings on every exit path: normal return, exception, and SIGTERM/SIGHUP/SIGQUIT (a
+``signal.signal`` handler raises :class:`Terminated`, exit 128+N, in the main thread, where the
+blocking drivers of ``kuasarctl exec`` run, so every ``finally`` runs). A session that ends
+abnormally also resets the screen.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ import sys
 import termios
 import tty
 from collections.abc import Iterator
-from typing import Any
 
 from kuasar.errors import KuasarError, UsageError
 
@@ -84,7 +83,6 @@ class Screen:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.signum: int | None = None
 
     def reset(self) -> None:
         """Write :data:`RESET_SEQUENCE` (detach, lost connection)."""
@@ -96,32 +94,21 @@ class Screen:
 def raw_terminal(fd: int) -> Iterator[Screen]:
     """Put ``fd``'s terminal in raw mode; restore it exactly, whatever happens.
 
-    Inside a running event loop, SIGTERM, SIGHUP and SIGQUIT cancel the task that entered this
-    block (so every ``finally`` runs) and leave it as :class:`Terminated`. When the block ends by
-    an exception the screen is reset too: the remote program had no chance to.
+    SIGTERM, SIGHUP and SIGQUIT raise :class:`Terminated` where the main thread is (a blocking
+    driver's loop). When the block ends by an exception the screen is reset too: the remote
+    program had no chance to.
     """
     saved = termios.tcgetattr(fd)
     screen = Screen(sys.stdout.fileno() if os.isatty(sys.stdout.fileno()) else fd)
-    loop, task = _running_task()
-    previous = {}
-    if loop is not None and task is not None:
-        for signum in _ENDING_SIGNALS:
-            loop.add_signal_handler(signum, _cancel_for, screen, task, signum)
-    else:  # a blocking driver: the handler raises where the main thread is
-        previous = {signum: signal.signal(signum, _raise_terminated) for signum in _ENDING_SIGNALS}
+    previous = {signum: signal.signal(signum, _raise_terminated) for signum in _ENDING_SIGNALS}
     try:
         tty.setraw(fd, termios.TCSANOW)
         yield screen
-    except BaseException as exc:
+    except BaseException:
         screen.reset()
-        if screen.signum is not None and type(exc).__name__ == "CancelledError":
-            raise Terminated(screen.signum) from None
         raise
     finally:
         termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        if loop is not None:
-            for signum in _ENDING_SIGNALS:
-                loop.remove_signal_handler(signum)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         sys.stdout.flush()
@@ -129,20 +116,3 @@ def raw_terminal(fd: int) -> Iterator[Screen]:
 
 def _raise_terminated(signum: int, _frame: object) -> None:
     raise Terminated(signum)
-
-
-def _running_task() -> tuple[Any, Any]:
-    if "asyncio" not in sys.modules:  # a blocking driver never loaded it: no loop can be running
-        return None, None
-    import asyncio
-
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        return None, None
-    return loop, asyncio.current_task(loop)
-
-
-def _cancel_for(screen: Screen, task: Any, signum: int) -> None:
-    screen.signum = signum
-    task.cancel()
