@@ -6,10 +6,14 @@ Layer contract: ``kuasar.ctl`` only; no asyncio, no protobuf at import time.
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kuasar.errors import UsageError
 from kuasar.sandbox.discovery import SandboxRef, resolve_sandbox, sandbox_roots
 from kuasar.userspec import InvalidUserSpec, parse_user_spec
+
+if TYPE_CHECKING:
+    from kuasar.session import GuestTarget
 
 #: What a ``SANDBOX`` operand may be, for every command's help.
 SANDBOX_HELP = "sandbox ID, unique prefix, or sandbox directory"
@@ -47,6 +51,19 @@ def add_output_format(parser: argparse.ArgumentParser) -> None:
 def resolve(args: argparse.Namespace, query: str) -> SandboxRef:
     """The sandbox ``query`` names in the roots ``args.socket_dir`` selects (see ``resolve_sandbox``)."""
     return resolve_sandbox(query, sandbox_roots(args.socket_dir))
+
+
+def guest_target(
+    args: argparse.Namespace, query: str, *, console_port: int | None = None
+) -> tuple[GuestTarget, str]:
+    """What ``query`` names — a sandbox (ID, prefix, directory) in the roots ``args.socket_dir``
+    selects, or an address (``scheme://...``) — as a guest target, and its name for output."""
+    from kuasar.session import GuestTarget
+
+    if "://" in query:
+        return GuestTarget.for_address(query, console_port=console_port), query
+    ref = resolve(args, query)
+    return GuestTarget.for_socket(ref.socket, console_port=console_port, label=ref.id), ref.id
 
 
 def positive_seconds(text: str) -> float:

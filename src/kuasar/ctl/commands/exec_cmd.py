@@ -30,8 +30,8 @@ from kuasar.ctl.commands._common import (
     add_sandbox,
     add_socket_dir,
     check_user_spec,
+    guest_target,
     positive_seconds,
-    resolve,
 )
 from kuasar.ctl.terminal import DEFAULT_ESCAPE
 from kuasar.errors import DeadlineExceeded, KuasarError, UsageError
@@ -132,15 +132,6 @@ def register(commands: Any) -> None:
     parser.set_defaults(func=run)
 
 
-def _target(args: argparse.Namespace) -> GuestTarget:
-    from kuasar.session import GuestTarget
-
-    if "://" not in args.sandbox:
-        ref = resolve(args, args.sandbox)
-        return GuestTarget.for_socket(ref.socket, console_port=args.port, label=ref.id)
-    return GuestTarget.for_address(args.sandbox, console_port=args.port)
-
-
 def _parse_env(items: list[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items:
@@ -183,7 +174,7 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
         for flag, value in (("-u", args.user), ("--container", args.container), ("--tty", args.force_tty))
         if value
     ]
-    target = _target(args)
+    target, _ = guest_target(args, args.sandbox, console_port=args.port)
     deadline = time.monotonic() + args.timeout if args.timeout else None
     try:
         return _dispatch(

@@ -21,8 +21,8 @@ from kuasar.ctl.commands._common import (
     add_sandbox,
     add_socket_dir,
     format_age,
+    guest_target,
     positive_seconds,
-    resolve,
 )
 
 
@@ -88,13 +88,9 @@ def render_table(data: dict[str, Any]) -> str:
 
 
 async def run(args: argparse.Namespace) -> int:
-    from kuasar.session import GuestTarget, Session
+    from kuasar.session import Session
 
-    if "://" in args.sandbox:
-        target, name = GuestTarget.for_address(args.sandbox), args.sandbox
-    else:
-        ref = resolve(args, args.sandbox)
-        target, name = GuestTarget.for_socket(ref.socket, label=ref.id), ref.id
+    target, name = guest_target(args, args.sandbox)
     async with await Session.open(target, probe_timeout=args.connect_timeout) as session:
         guest = session.require_api("info (GetSystemInfo)")
         info = await guest.system_info(timeout=DEFAULT_LIMITS.call_timeout)
