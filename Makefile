@@ -27,7 +27,6 @@ demo: $(STAMP)
 
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests/unit tests/functional tests/interop
-	$(PY) -m pytest -q -m vm tests/vm
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
