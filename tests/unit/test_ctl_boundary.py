@@ -10,7 +10,8 @@ from collections.abc import Iterator
 import pytest
 
 from kuasar.ctl.main import build_parser, dispatch
-from kuasar.ctl.parser import CommandParser, plain, verbosity
+from kuasar.ctl.parser import CommandParser, plain
+from kuasar.ctl.quickparse import verbosity
 from kuasar.errors import SandboxNotFound
 from tests.functional.cli_helpers import KUASARCTL, short_tmpdir
 

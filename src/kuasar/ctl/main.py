@@ -12,19 +12,22 @@ answers before anything is parsed and exits; only then is ``argcomplete`` import
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import os
-import signal
 import sys
-from collections.abc import Coroutine, Sequence
-from typing import Any
 
 from kuasar import __version__
 from kuasar.ctl import output
 from kuasar.ctl.commands import COMMANDS
-from kuasar.ctl.parser import VERBOSE_DEST, CommandParser, verbosity
+from kuasar.ctl.quickparse import VERBOSE_DEST, verbosity
 from kuasar.errors import Interrupted, KuasarError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Coroutine, Sequence
+    from typing import Any
+
+    from kuasar.ctl.quickparse import Namespace
 
 #: exit code for a remote process killed by signal N is 128 + N (shells and docker agree).
 SIGNAL_EXIT_BASE = 128
@@ -65,6 +68,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
             --help``, a typo) every command is a placeholder with its summary, for the list and
             the "invalid choice" message. ``None``: register everything (completion, tests).
     """
+    import importlib
+
+    from kuasar.ctl.parser import CommandParser
+
     parser = CommandParser(
         prog="kuasarctl",
         description="Reach inside Kuasar / Kata-style microVM sandboxes: exec, ps, local sandboxes.",
@@ -104,7 +111,17 @@ def _unwrap(exc: Exception) -> Exception:
     return exc
 
 
-def dispatch(args: argparse.Namespace) -> int:
+def quick_parse(words: Sequence[str]) -> Namespace | None:
+    """``words`` parsed by their command's own quick parser (``exec`` has one: see
+    :mod:`kuasar.ctl.quickparse`), without argparse; ``None`` when argparse must parse them."""
+    if words and words[0] == "exec":
+        from kuasar.ctl.commands import exec_cmd
+
+        return exec_cmd.parse(list(words))
+    return None
+
+
+def dispatch(args: Namespace) -> int:
     """Run the parsed command behind the one error boundary; returns the exit code.
 
     A :class:`~kuasar.errors.KuasarError` prints its line and hints and gives its exit code; Ctrl-C
@@ -123,6 +140,8 @@ def dispatch(args: argparse.Namespace) -> int:
             output.print_error(error)
         elif isinstance(error, BrokenPipeError):
             # stdout went away (e.g. `| head`): not our failure to report.
+            import signal
+
             output.silence_stdout()
             return SIGNAL_EXIT_BASE + signal.SIGPIPE
         else:
@@ -135,11 +154,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kuasarctl`` console script. Returns the process exit code."""
     words = sys.argv[1:] if argv is None else list(argv)
     completing = "_ARGCOMPLETE" in os.environ  # the shell asks for completions: answer and exit
-    parser = build_parser(None if completing else words)
-    if completing:
-        from kuasar.ctl.commands import completion
+    args = None if completing else quick_parse(words)
+    if args is None:
+        parser = build_parser(None if completing else words)
+        if completing:
+            from kuasar.ctl.commands import completion
 
-        completion.autocomplete(parser)
-    args = parser.parse_args(words)
+            completion.autocomplete(parser)
+        args = parser.parse_args(words)
     output.configure_logging(verbosity(args))
     return dispatch(args)

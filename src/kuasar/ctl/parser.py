@@ -5,7 +5,7 @@ Layer contract: ``kuasar.ctl`` only; stdlib ``argparse`` plus ``kuasar._text``. 
 own subcommands), so each of them gets, without asking:
 
 - ``-v/--verbose``, counted at every level: ``kuasarctl -v exec -v ...`` is ``-vv`` (read it with
-  :func:`verbosity`);
+  :func:`kuasar.ctl.quickparse.verbosity`);
 - help text for terminals: docstring markup (````literal````, ``:class:`X```, a trailing ``::``)
   rendered plain, prose paragraphs re-wrapped, indented paragraphs (examples, tables) kept verbatim,
   and each option's default shown when it has a meaningful one;
@@ -20,10 +20,7 @@ import textwrap
 from typing import Any, NoReturn
 
 from kuasar._text import printable
-
-#: Namespace attribute of the root ``-v`` count; each subcommand level counts into its own
-#: ``verbose:<prog>`` attribute (argparse copies a subcommand's namespace over its parent's).
-VERBOSE_DEST = "verbose"
+from kuasar.ctl.quickparse import VERBOSE_DEST
 
 _ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]*\.)?([^`]+)`")
 _LITERAL = re.compile(r"``(.+?)``")
@@ -98,12 +95,3 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         """Print the usage and ``message`` (escaped) to stderr, then exit with status 2."""
         super().error(printable(message))
-
-
-def verbosity(args: argparse.Namespace) -> int:
-    """How many ``-v`` were given, before and after the subcommand names together."""
-    return sum(
-        value
-        for key, value in vars(args).items()
-        if key == VERBOSE_DEST or key.startswith(VERBOSE_DEST + ":")
-    )

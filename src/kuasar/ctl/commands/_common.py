@@ -5,37 +5,51 @@ Layer contract: ``kuasar.ctl`` only; no asyncio, no protobuf at import time.
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
-
+from kuasar.ctl.quickparse import Option
 from kuasar.errors import UsageError
 from kuasar.sandbox.discovery import SandboxRef, resolve_sandbox, sandbox_roots
 from kuasar.userspec import InvalidUserSpec, parse_user_spec
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
+
+    from kuasar.ctl.quickparse import Namespace
     from kuasar.session import GuestTarget
 
 #: What a ``SANDBOX`` operand may be, for every command's help.
 SANDBOX_HELP = "sandbox ID, unique prefix, or sandbox directory"
 
 
+def _type_error(message: str) -> Exception:
+    """argparse's error for a value its ``type`` refuses (argparse is imported only then)."""
+    import argparse
+
+    return argparse.ArgumentTypeError(message)
+
+
 def non_empty(text: str) -> str:
     """argparse type for a path or name that must not be empty (``-d ''`` is a usage error)."""
     if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
+        raise _type_error("must not be empty")
     return text
 
 
+#: ``-d/--socket-dir DIR``: the one sandbox root to search (it must exist).
+SOCKET_DIR = Option(
+    "-d",
+    "--socket-dir",
+    dest="socket_dir",
+    metavar="DIR",
+    type=non_empty,
+    help="sandbox root to search (default: $KUASAR_SOCKET_DIR, else /run/kuasar and /run/kuasar-vmm)",
+)
+
+
 def add_socket_dir(parser: argparse.ArgumentParser, help: str | None = None) -> None:
-    """``-d/--socket-dir DIR``: the one sandbox root to search (it must exist), or ``help``'s meaning."""
-    parser.add_argument(
-        "-d",
-        "--socket-dir",
-        metavar="DIR",
-        type=non_empty,
-        help=help
-        or "sandbox root to search (default: $KUASAR_SOCKET_DIR, else /run/kuasar and /run/kuasar-vmm)",
-    )
+    """:data:`SOCKET_DIR` on ``parser``, or with ``help``'s meaning."""
+    kwargs = SOCKET_DIR.kwargs()
+    parser.add_argument(*SOCKET_DIR.flags, **{**kwargs, "help": help or kwargs["help"]})
 
 
 def add_sandbox(parser: argparse.ArgumentParser) -> None:
@@ -48,14 +62,12 @@ def add_output_format(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", choices=("table", "json"), default="table", help="output format")
 
 
-def resolve(args: argparse.Namespace, query: str) -> SandboxRef:
+def resolve(args: Namespace, query: str) -> SandboxRef:
     """The sandbox ``query`` names in the roots ``args.socket_dir`` selects (see ``resolve_sandbox``)."""
     return resolve_sandbox(query, sandbox_roots(args.socket_dir))
 
 
-def guest_target(
-    args: argparse.Namespace, query: str, *, console_port: int | None = None
-) -> tuple[GuestTarget, str]:
+def guest_target(args: Namespace, query: str, *, console_port: int | None = None) -> tuple[GuestTarget, str]:
     """What ``query`` names — a sandbox (ID, prefix, directory) in the roots ``args.socket_dir``
     selects, or an address (``scheme://...``) — as a guest target, and its name for output."""
     from kuasar.session import GuestTarget
@@ -77,9 +89,9 @@ def positive_seconds(text: str) -> float:
     try:
         value = float(number) * scale
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 5, 0.5, 2s, 1m)") from None
+        raise _type_error(f"not a duration: {text!r} (e.g. 5, 0.5, 2s, 1m)") from None
     if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"duration must be positive: {text!r}")
+        raise _type_error(f"duration must be positive: {text!r}")
     return value
 
 

@@ -9,14 +9,12 @@ wake-up pipe; the local terminal. No asyncio, no protobuf. Leaving before the pr
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import selectors
 import signal
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from kuasar._fdio import write_all_blocking
 from kuasar.config import DEFAULT_LIMITS
@@ -24,7 +22,9 @@ from kuasar.errors import DeadlineExceeded
 from kuasar.remote_exec import STDOUT, exec_start
 from kuasar.session._process import BlockingProcess
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from kuasar.ctl.quickparse import Namespace
     from kuasar.session import AgentConnection
 
 READ_CHUNK = 256 * 1024
@@ -61,7 +61,7 @@ class _Signals:
 
 def run_api(
     client: AgentConnection,
-    args: argparse.Namespace,
+    args: Namespace,
     command: list[str],
     env: dict[str, str],
     *,

@@ -18,30 +18,38 @@ Modes (as the original kuasarctl and docker exec)::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS
-from kuasar.ctl.commands import fanout, summary
+from kuasar.ctl import quickparse
+from kuasar.ctl.commands import summary
 from kuasar.ctl.commands._common import (
+    SOCKET_DIR,
     add_sandbox,
-    add_socket_dir,
     check_user_spec,
     guest_target,
     positive_seconds,
 )
+from kuasar.ctl.quickparse import APPEND, FLAG, Option
 from kuasar.ctl.terminal import DEFAULT_ESCAPE
 from kuasar.errors import DeadlineExceeded, KuasarError, UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import argparse
     from collections.abc import Awaitable, Callable, Coroutine
+    from types import SimpleNamespace
+    from typing import Any
 
+    from kuasar.ctl.quickparse import Namespace
     from kuasar.session import ExecPath, GuestTarget
 
     Writer = Callable[[bytes], Awaitable[None]]
+
+#: Option groups: the paths (one at most) and --all's companions.
+PATH, ALL = "path", "all"
 
 
 DESCRIPTION = """Run a command or an interactive shell inside a sandbox, with its exact exit code.
@@ -70,58 +78,119 @@ exit codes:
 """
 
 
+#: exec's options, in ``--help`` order: registered with argparse (``register``) and read by the
+#: quick parser (``parse``) alike.
+OPTIONS = (
+    Option("-i", "--interactive", dest="interactive", action=FLAG, help="pass stdin to the command"),
+    Option(
+        "-t",
+        dest="tty",
+        action=FLAG,
+        help="with -i: an interactive terminal session; alone: a one-shot command for scripts",
+    ),
+    Option("--tty", dest="force_tty", action=FLAG, help="run on a PTY even without -i (agent API)"),
+    Option(
+        "--console", dest="console", action=FLAG, group=PATH, help="use the debug console, not the agent API"
+    ),
+    Option("--agent", dest="agent", action=FLAG, group=PATH, help="use the agent API; fail if there is none"),
+    Option(
+        "--vm-process",
+        dest="vm_process",
+        action=FLAG,
+        group=PATH,
+        help="use a stock Kuasar vmm-task's ExecVMProcess (one shot, output at the end)",
+    ),
+    Option(
+        "-e",
+        "--env",
+        dest="env",
+        action=APPEND,
+        default=[],
+        metavar="KEY=VAL",
+        help="set an environment variable",
+    ),
+    Option(
+        "-w", "--workdir", dest="workdir", default="", metavar="DIR", help="working directory in the guest"
+    ),
+    Option("-u", "--user", dest="user", default="", metavar="USER", help="name, uid or uid:gid to run as"),
+    Option("--container", dest="container", default="", metavar="ID", help="exec inside this container"),
+    Option("-p", "--port", dest="port", type=int, help=f"debug console vsock port (default {CONSOLE_PORT})"),
+    SOCKET_DIR,
+    Option(
+        "--timeout",
+        dest="timeout",
+        type=positive_seconds,
+        metavar="SECS",
+        help="give up after SECS (exit 124)",
+    ),
+    Option(
+        "--connect-timeout",
+        dest="connect_timeout",
+        type=positive_seconds,
+        default=DEFAULT_LIMITS.connect_timeout,
+        metavar="SECS",
+        help="how long to wait for the guest to accept the connection (default 10)",
+    ),
+    Option(
+        "--escape",
+        dest="escape",
+        default=DEFAULT_ESCAPE,
+        metavar="KEY",
+        help="detach key for -it (default ^]; 'none' disables)",
+    ),
+    # --all and its companions (kuasar.ctl.commands.fanout)
+    Option("--all", dest="all", action=FLAG, group=ALL, help="run the command in every sandbox of the roots"),
+    Option(
+        "--prefix",
+        dest="prefix",
+        default="",
+        metavar="P",
+        group=ALL,
+        help="with --all: only sandboxes whose ID starts with P",
+    ),
+    Option(
+        "-P",
+        "--parallel",
+        dest="parallel",
+        type=int,
+        default=16,
+        metavar="N",
+        group=ALL,
+        help="with --all: at most N at a time",
+    ),
+    Option(
+        "--no-prefix",
+        dest="no_prefix",
+        action=FLAG,
+        group=ALL,
+        help="with --all: do not prefix lines with the ID",
+    ),
+    Option(
+        "-o",
+        "--output",
+        dest="output",
+        choices=("text", "json"),
+        default="text",
+        group=ALL,
+        help="with --all: json = one record per sandbox",
+    ),
+)
+
+
 def register(commands: Any) -> None:
+    import argparse
+
     parser: argparse.ArgumentParser = commands.add_parser(
         "exec",
         help=summary("exec"),
         description=DESCRIPTION,
         epilog=EPILOG,
     )
-    parser.add_argument("-i", "--interactive", action="store_true", help="pass stdin to the command")
-    parser.add_argument(
-        "-t",
-        dest="tty",
-        action="store_true",
-        help="with -i: an interactive terminal session; alone: a one-shot command for scripts",
-    )
-    parser.add_argument(
-        "--tty", dest="force_tty", action="store_true", help="run on a PTY even without -i (agent API)"
-    )
-    path = parser.add_mutually_exclusive_group()
-    path.add_argument("--console", action="store_true", help="use the debug console, not the agent API")
-    path.add_argument("--agent", action="store_true", help="use the agent API; fail if there is none")
-    path.add_argument(
-        "--vm-process",
-        action="store_true",
-        help="use a stock Kuasar vmm-task's ExecVMProcess (one shot, output at the end)",
-    )
-    parser.add_argument(
-        "-e", "--env", action="append", default=[], metavar="KEY=VAL", help="set an environment variable"
-    )
-    parser.add_argument("-w", "--workdir", default="", metavar="DIR", help="working directory in the guest")
-    parser.add_argument("-u", "--user", default="", metavar="USER", help="name, uid or uid:gid to run as")
-    parser.add_argument("--container", default="", metavar="ID", help="exec inside this container")
-    parser.add_argument(
-        "-p", "--port", type=int, default=None, help=f"debug console vsock port (default {CONSOLE_PORT})"
-    )
-    add_socket_dir(parser)
-    parser.add_argument(
-        "--timeout", type=positive_seconds, metavar="SECS", help="give up after SECS (exit 124)"
-    )
-    parser.add_argument(
-        "--connect-timeout",
-        type=positive_seconds,
-        default=DEFAULT_LIMITS.connect_timeout,
-        metavar="SECS",
-        help="how long to wait for the guest to accept the connection (default 10)",
-    )
-    parser.add_argument(
-        "--escape",
-        default=DEFAULT_ESCAPE,
-        metavar="KEY",
-        help="detach key for -it (default ^]; 'none' disables)",
-    )
-    fanout.add_flags(parser)
+    groups: dict[str, argparse._ActionsContainer] = {PATH: parser.add_mutually_exclusive_group()}
+    for option in OPTIONS:  # groups are made where their first member is, as argparse lists them
+        if option.group == ALL and ALL not in groups:
+            groups[ALL] = parser.add_argument_group("many sandboxes (--all)")
+        quickparse.register(parser, (option,), groups)
     add_sandbox(parser)
     parser.add_argument(
         "command",
@@ -130,6 +199,14 @@ def register(commands: Any) -> None:
         help="command and arguments (default: a shell with -it)",
     )
     parser.set_defaults(func=run)
+
+
+def parse(words: list[str]) -> SimpleNamespace | None:
+    """``words`` (``exec ...``) parsed without argparse, or ``None`` when argparse must (see
+    :func:`kuasar.ctl.quickparse.parse`)."""
+    return quickparse.parse(
+        words, "exec", OPTIONS, positional="sandbox", rest="command", exclusive=PATH, func=run
+    )
 
 
 def _parse_env(items: list[str]) -> dict[str, str]:
@@ -145,7 +222,7 @@ def _parse_env(items: list[str]) -> dict[str, str]:
     return env
 
 
-def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
+def run(args: Namespace) -> int | Coroutine[Any, Any, int]:
     """Check the arguments, then run one sandbox's command on the blocking drivers (no asyncio, no
     protobuf); ``--all`` returns the fan-out's coroutine (``kuasar.ctl.main`` runs it)."""
     from kuasar.ctl import terminal
@@ -168,6 +245,8 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
     env = _parse_env(args.env)
     check_user_spec(args.user)
     if args.all:
+        from kuasar.ctl.commands import fanout
+
         return fanout.run_all(args, command, env)
     api_only = [
         flag
@@ -185,7 +264,7 @@ def run(args: argparse.Namespace) -> int | Coroutine[Any, Any, int]:
 
 
 def _dispatch(
-    args: argparse.Namespace,
+    args: Namespace,
     target: GuestTarget,
     *,
     command: list[str],
@@ -232,7 +311,7 @@ def _dispatch(
     raise AssertionError("unreachable: every guest has the console path")  # pragma: no cover
 
 
-def _forced_path(args: argparse.Namespace) -> ExecPath | None:
+def _forced_path(args: Namespace) -> ExecPath | None:
     from kuasar.session import ExecPath
 
     if args.agent:

@@ -7,23 +7,23 @@ driver (``kuasar.console_sync``) and the blocking session's ExecVMProcess. No as
 
 from __future__ import annotations
 
-import argparse
 import functools
 import os
 import sys
 import time
-from typing import TYPE_CHECKING
 
 from kuasar.errors import UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import socket
 
     from kuasar.console import ConsoleExec
+    from kuasar.ctl.quickparse import Namespace
     from kuasar.session._blocking import BlockingSession
 
 
-def console_core(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> ConsoleExec:
+def console_core(args: Namespace, command: list[str], env: dict[str, str]) -> ConsoleExec:
     """The console command: an interactive one with the client's terminal, or a one-shot one."""
     from kuasar.console import DEFAULT_SHELL, ConsoleExec, StdinMode, TerminalSetup, command_argv
     from kuasar.ctl import terminal
@@ -43,7 +43,7 @@ def console_core(args: argparse.Namespace, command: list[str], env: dict[str, st
 
 def run_console(
     sock: socket.socket,
-    args: argparse.Namespace,
+    args: Namespace,
     command: list[str],
     env: dict[str, str],
     *,
@@ -75,7 +75,7 @@ def run_console(
 
 def run_vm_process(
     session: BlockingSession,
-    args: argparse.Namespace,
+    args: Namespace,
     command: list[str],
     env: dict[str, str],
     deadline: float | None,

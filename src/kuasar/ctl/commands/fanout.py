@@ -4,11 +4,11 @@ Layer contract: ``kuasar.ctl`` only; the library's guest session (``kuasar.sessi
 guest, discovery (``kuasar.sandbox.discovery``) lists them. Output lines are prefixed with the
 sandbox ID and written whole (one write per line, so lines of different sandboxes never mix
 mid-line); ``-o json`` prints one record per sandbox as it finishes. The exit code is the highest.
+Its flags are rows of ``exec``'s options (``kuasar.ctl.commands.exec_cmd.OPTIONS``, group ``all``).
 """
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import sys
@@ -20,27 +20,11 @@ from kuasar._text import printable
 from kuasar.errors import KuasarError, UsageError
 from kuasar.sandbox.discovery import SandboxRef, sandbox_roots, scan
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from kuasar.ctl.quickparse import Namespace
+
 STDOUT, STDERR = 1, 2
-
-
-def add_flags(parser: argparse.ArgumentParser) -> None:
-    """``--all`` and its companions on ``exec``."""
-    group = parser.add_argument_group("many sandboxes (--all)")
-    group.add_argument("--all", action="store_true", help="run the command in every sandbox of the roots")
-    group.add_argument(
-        "--prefix", default="", metavar="P", help="with --all: only sandboxes whose ID starts with P"
-    )
-    group.add_argument(
-        "-P", "--parallel", type=int, default=16, metavar="N", help="with --all: at most N at a time"
-    )
-    group.add_argument("--no-prefix", action="store_true", help="with --all: do not prefix lines with the ID")
-    group.add_argument(
-        "-o",
-        "--output",
-        choices=("text", "json"),
-        default="text",
-        help="with --all: json = one record per sandbox",
-    )
 
 
 class _Lines:
@@ -74,9 +58,7 @@ def _text_or_base64(key: str, data: bytes) -> dict[str, str]:
         return {f"{key}_base64": base64.b64encode(data).decode()}
 
 
-async def _one(
-    ref: SandboxRef, argv: Sequence[str], args: argparse.Namespace, env: dict[str, str]
-) -> dict[str, Any]:
+async def _one(ref: SandboxRef, argv: Sequence[str], args: Namespace, env: dict[str, str]) -> dict[str, Any]:
     from kuasar.ctl.main import exit_code_for
     from kuasar.session import GuestTarget, Session
 
@@ -115,7 +97,7 @@ async def _one(
     return record
 
 
-async def run_all(args: argparse.Namespace, argv: Sequence[str], env: dict[str, str]) -> int:
+async def run_all(args: Namespace, argv: Sequence[str], env: dict[str, str]) -> int:
     """Run ``argv`` in every sandbox (matching ``--prefix``); the highest exit code."""
     if args.interactive:
         raise UsageError("--all runs one-shot commands: -i/-it cannot be used with it")
