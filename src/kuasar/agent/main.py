@@ -6,6 +6,10 @@ containers, and whatever services are registered in ``kuasar.agent.services``) a
 on, the debug console address; reaps orphans as PID 1; stops cleanly on SIGTERM/SIGINT, removing
 the socket files it bound. Errors are one line on stderr and exit status 1. ``python -m kuasar.agent``
 runs the same entry point.
+
+As PID 1 of a VM (PID 1 without ``--isolate``) it is the guest's init (:mod:`.early_init`): early
+init before anything else, and it never returns: a stop (SIGINT from ctrl-alt-delete, SIGTERM), a
+fatal error, even bad flags, end in the same power-off, logged to stderr (the serial console).
 """
 
 from __future__ import annotations
@@ -19,10 +23,11 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from kuasar import __version__
 from kuasar.address import UnixAddress, parse_address
+from kuasar.agent import early_init
 from kuasar.agent.cmdline import read_cmdline
 from kuasar.agent.console import ConsoleSessions
 from kuasar.agent.process import is_spawned
@@ -149,9 +154,8 @@ async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> i
             except OSError as exc:
                 log.warning("cannot set hostname %r: %s", args.hostname, exc)
         if args.agent_api:
-            services = AgentServices(
-                args.state_dir, vm_guest=os.getpid() == 1 and not args.isolate, limits=limits, home=args.home
-            )
+            vm_guest = early_init.is_vm_init(os.getpid(), isolate=args.isolate)
+            services = AgentServices(args.state_dir, vm_guest=vm_guest, limits=limits, home=args.home)
             server = ttrpc.Server(services.handlers, limits=limits)
             servers.append(server)
             await listeners.listen(args.api, server.handle_connection)
@@ -184,8 +188,61 @@ async def _serve(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> i
             await services.close()
 
 
+_LOG_FORMAT = "%(asctime)s kuasar-agent %(levelname)s %(name)s: %(message)s"
+
+
+def _level(name: str) -> int:
+    level = getattr(logging, name.upper(), logging.INFO)
+    return level if isinstance(level, int) else logging.INFO
+
+
+def _log_failure(exc: BaseException) -> None:
+    if isinstance(exc, KeyboardInterrupt):
+        log.info("interrupted")
+    elif isinstance(exc, KuasarError):
+        log.error("%s%s", exc, "".join(f"\n  {hint}" for hint in exc.hints))
+    elif isinstance(exc, OSError):
+        log.error("%s", exc)
+    elif isinstance(exc, SystemExit):
+        log.error("exit requested (status %s)", exc.code)
+    else:
+        log.critical("fatal error", exc_info=exc)
+
+
+def _run_as_vm_init(args: argparse.Namespace | None) -> NoReturn:
+    """PID 1 of a VM: early init, serve until stopped, then power off; whatever happens, never
+    return (``args`` None: the flags were bad, so early init and the power-off are all there is)."""
+    logging.basicConfig(level=logging.INFO, format=_LOG_FORMAT, stream=sys.stderr)
+    try:
+        # Until the event loop's handlers take over, SIGTERM interrupts like SIGINT (PID 1 ignores
+        # signals left at SIG_DFL, so an early stop would otherwise be lost).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        early_init.run(os.path.dirname(sys.executable))
+        if args is None:
+            log.error("bad flags: nothing to serve")
+        else:
+            logging.getLogger().setLevel(_level(args.log_level or read_cmdline(args.cmdline).log_level))
+            asyncio.run(_serve(args))
+    except BaseException as exc:  # PID 1 logs everything, then powers off
+        _log_failure(exc)
+    finally:
+        early_init.power_off()
+
+
+def _wants_isolate(argv: Sequence[str] | None) -> bool:
+    return "--isolate" in (sys.argv[1:] if argv is None else argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit:
+        if early_init.is_vm_init(os.getpid(), isolate=_wants_isolate(argv)):
+            _run_as_vm_init(None)
+        raise
+    if early_init.is_vm_init(os.getpid(), isolate=args.isolate):
+        _run_as_vm_init(args)
     if args.exit_with_parent is not None:
         from kuasar.agent import namespaces
 
@@ -205,11 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"kuasar-agent: cannot isolate: {exc}\n")
             return 1
     level = args.log_level or read_cmdline(args.cmdline).log_level
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s kuasar-agent %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=_level(level), format=_LOG_FORMAT, stream=sys.stderr)
     try:
         return asyncio.run(_serve(args))
     except KuasarError as exc:

@@ -18,6 +18,7 @@ class ProcStat:
     ppid: int
     pgrp: int
     session: int
+    flags: int = 0  # the kernel's PF_* bits (PF_KTHREAD marks a kernel thread)
 
 
 def processes() -> Iterator[ProcStat]:
@@ -31,5 +32,6 @@ def processes() -> Iterator[ProcStat]:
         except OSError:
             continue
         fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) >= 4:
-            yield ProcStat(int(entry), fields[0].decode(), int(fields[1]), int(fields[2]), int(fields[3]))
+        if len(fields) >= 7:
+            state, ppid, pgrp, session, flags = fields[0], fields[1], fields[2], fields[3], fields[6]
+            yield ProcStat(int(entry), state.decode(), int(ppid), int(pgrp), int(session), int(flags))
