@@ -19,7 +19,9 @@ from kuasar.errors import ConnectError, TransportError
 from kuasar.transport._errors import map_exceptions
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-_BACKLOG = 128
+#: Large, as for vsock: a burst of connects must fit (a full queue refuses them with EAGAIN; the
+#: kernel caps it at net.core.somaxconn).
+_BACKLOG = max(1024, socket.SOMAXCONN)
 
 
 def target_name(address: UnixAddress) -> str:

@@ -16,7 +16,9 @@ from kuasar.errors import ConnectError, UsageError
 from kuasar.transport._errors import map_exceptions
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-_BACKLOG = 128
+#: Large: a guest's vsock answers RST once its accept queue is full, so a burst of connects must
+#: fit (the kernel caps it at net.core.somaxconn).
+_BACKLOG = max(1024, socket.SOMAXCONN)
 
 
 def _new_socket(target: str, action: str) -> socket.socket:
