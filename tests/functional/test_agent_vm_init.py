@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import pytest
 
 from kuasar.address import parse_address
-from kuasar.agent.early_init import SYSTEM_PATH, parse_mounts
+from kuasar.agent.early_init import parse_mounts, vm_environment
 from kuasar.guest import Guest
 
 GUARD = 30.0
@@ -182,7 +182,7 @@ async def _inside(agent: Pid1Agent) -> None:
         )
         init_cmdline, parent_and_path = who.stdout.decode().splitlines()
         assert "kuasar.agent" in init_cmdline and "--isolate" not in init_cmdline
-        assert parent_and_path == f"1 {SYSTEM_PATH}:{os.path.dirname(sys.executable)}"
+        assert parent_and_path == f"1 {vm_environment(os.path.dirname(sys.executable))['PATH']}"
 
         # exec -it's path: the agent opens a PTY from /dev/ptmx, and so can anyone inside
         openpty = f"{sys.executable} -c 'import os; print(os.ttyname(os.openpty()[1]))'"
