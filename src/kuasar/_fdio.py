@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import AsyncIterator
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
 
 
 async def wait_fd(fd: int, *, writable: bool = False) -> bool:

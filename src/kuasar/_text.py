@@ -8,12 +8,16 @@ newline splits a one-line message.
 
 from __future__ import annotations
 
-import re
+import functools
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
 
 #: C0 controls, DEL, C1 controls; line/paragraph separators and bidi embeddings, overrides and
 #: isolates (they reorder what the operator reads); every surrogate (``surrogateescape`` turns each
 #: byte of invalid UTF-8 into U+DC80..U+DCFF).
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_UNSAFE = "[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
@@ -46,4 +50,13 @@ def printable(value: str | bytes) -> str:
         A string holding no control character, safe to write to a terminal on one line.
     """
     text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-    return _UNSAFE.sub(_escape, text)
+    if text.isascii() and text.isprintable():  # nothing to escape (0x20-0x7e only), no re needed
+        return text
+    return _unsafe().sub(_escape, text)
+
+
+@functools.cache
+def _unsafe() -> re.Pattern[str]:
+    import re
+
+    return re.compile(_UNSAFE)

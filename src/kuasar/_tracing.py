@@ -14,7 +14,10 @@ time; with ``-v`` off nothing is counted or formatted.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 TRACE_LOGGER = "kuasar.trace"
 _UNSET = object()

@@ -16,10 +16,12 @@ A leading ``ttrpc+`` (containerd's ``task_address`` form) is accepted and ignore
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from kuasar._record import Record
 from kuasar.errors import AddressError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 #: ``VMADDR_CID_ANY``: listen on every CID.
 VMADDR_CID_ANY = 0xFFFFFFFF

@@ -27,13 +27,17 @@ binary-exact, no terminal line limit, EOF as an empty line. Only interactive key
 from __future__ import annotations
 
 import enum
+import functools
 import os
-import re
 import time
-from collections.abc import Mapping, Sequence
 
 from kuasar._record import Record
 from kuasar.errors import ConnectionClosed, ProtocolError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Mapping, Sequence
 
 EXEC_HEADER = b"KSR_MODE exec\n"
 START_MARKER = b"__KSR_START__"
@@ -52,14 +56,34 @@ CWD_FAILED = 125
 DEFAULT_SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash; exec sh")
 #: Bytes kept from before the start marker, shown if the marker never comes (e.g. "sh: not found").
 _MAX_PREAMBLE = 64 * 1024
-_SHELL_SYNTAX = re.compile(r"[\s;&|<>()$`\\\"'*?\[\]#~=%{}!]")
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: What makes one argument a shell command line, besides whitespace (``str.isspace``, as ``\s``).
+_SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%{}!")
 #: Bytes that may travel as themselves in a printf format: printable ASCII but ``%``, ``\\``, ``'``.
 _LITERAL = frozenset(range(0x20, 0x7F)) - frozenset(b"%\\'")
 #: Each byte's printf-format spelling: itself, ``%%``, or a three-digit octal escape.
 _FORMAT = [bytes([b]) if b in _LITERAL else b"%%" if b == 0x25 else b"\\%03o" % b for b in range(256)]
-_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
-_NOT_LITERAL = re.compile(rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]")
+
+
+@functools.cache
+def _pattern(name: str) -> re.Pattern[bytes]:
+    """This module's byte patterns, compiled on first use (``import re`` is not on exec's
+    start-up path: the agent API path uses only :func:`command_argv` from here)."""
+    import re
+
+    patterns = {"printable": rb"[\x20-\x7e]*", "not literal": rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]"}
+    return re.compile(patterns[name])
+
+
+def _is_env_name(key: str) -> bool:
+    """``[A-Za-z_][A-Za-z0-9_]*``: a name ``sh`` takes in ``export NAME=...``."""
+    return key.isascii() and (key[:1].isalpha() or key[:1] == "_") and key.replace("_", "a").isalnum()
+
+
+def _is_printable_ascii(data: bytes) -> bool:
+    """Only bytes 0x20-0x7e (an empty string too)."""
+    return data.isascii() and data.decode().isprintable()
+
+
 #: Decodes the positional parameters flagged ``1`` in ``$1`` (the mask): ``printf`` turns each
 #: format back into its bytes; the ``x`` on both ends keeps ``printf`` from reading an option and
 #: ``$(…)`` from eating trailing newlines.
@@ -108,7 +132,7 @@ def shell_quote(arg: str) -> str:
 
 def encode_format(data: bytes) -> bytes:
     """``data`` as a printf format of printable ASCII that prints exactly ``data``."""
-    return _NOT_LITERAL.sub(_format_byte, data)
+    return _pattern("not literal").sub(_format_byte, data)
 
 
 def _format_byte(match: re.Match[bytes]) -> bytes:
@@ -118,7 +142,7 @@ def _format_byte(match: re.Match[bytes]) -> bytes:
 def command_argv(argv: Sequence[str]) -> list[str]:
     """The argv to run: a single argument with spaces or shell syntax is a shell command line
     (``exec -t pod "ls -la && ps aux"``), as in the original kuasarctl."""
-    if len(argv) == 1 and _SHELL_SYNTAX.search(argv[0]):
+    if len(argv) == 1 and any(char in _SHELL_SYNTAX or char.isspace() for char in argv[0]):
         return ["sh", "-c", argv[0]]
     return list(argv)
 
@@ -136,7 +160,7 @@ def _as_bytes(value: str | bytes) -> bytes:
 def _env_items(env: Mapping[str, str | bytes]) -> list[bytes]:
     items = []
     for key, value in env.items():
-        if not _ENV_NAME.fullmatch(key):
+        if not _is_env_name(key):
             raise UsageError(
                 f"environment variable name {key!r} cannot be set over the debug console",
                 hints=["The console's sh exports only names of letters, digits and _; the agent API can."],
@@ -194,7 +218,7 @@ def build_exec_line(
             byte, or an environment name is not a shell name.
         ValueError: ``token`` contains a single quote.
     """
-    if "'" in token or not _PRINTABLE.fullmatch(token.encode()):
+    if "'" in token or not _is_printable_ascii(token.encode()):
         raise ValueError("token must be printable and must not contain a single quote")
     params: list[bytes] = []
     if terminal is not None:
@@ -219,7 +243,7 @@ def _sh_c(script: str, params: Sequence[bytes], argv: Sequence[str | bytes]) -> 
     """``sh -c '<script>' sh <params> <argv>``, printable ASCII: parameters holding other bytes go as
     printf formats, which a decoding prologue in front of ``script`` turns back into their bytes."""
     words = [*params, *(_as_bytes(arg) for arg in argv)]
-    encoded = [not _PRINTABLE.fullmatch(word) for word in words]
+    encoded = [not _is_printable_ascii(word) for word in words]
     if any(encoded):
         script = _DECODE_ARGS + script
         words = [b"".join(b"1" if flag else b"0" for flag in encoded)] + [
@@ -273,6 +297,8 @@ class MarkerStripper:
     """
 
     def __init__(self, token: str) -> None:
+        import re
+
         self._start_line = re.compile(re.escape(START_MARKER + b":" + token.encode()) + rb"\r?\n")
         self._exit = EXIT_MARKER + b":" + token.encode() + b":"
         self._exit_line = re.compile(re.escape(self._exit) + rb"(\d{1,3})\r?\n")
@@ -315,7 +341,7 @@ class MarkerStripper:
         index = self._buffer.rfind(self._exit)
         if index >= 0:
             tail = self._buffer[index + len(self._exit) :]
-            if len(tail) <= 5 and re.fullmatch(rb"\d{0,3}\r?", bytes(tail)):
+            if len(tail) <= 5 and _digits_then_cr(bytes(tail)):
                 return len(self._buffer) - index
         for length in range(min(len(self._exit) - 1, len(self._buffer)), 0, -1):
             if self._buffer.endswith(self._exit[:length]):
@@ -327,6 +353,12 @@ class MarkerStripper:
         out = bytes(self._buffer) if self.exit_status is None else b""
         self._buffer.clear()
         return out
+
+
+def _digits_then_cr(tail: bytes) -> bool:
+    """``\\d{0,3}\\r?`` whole: up to three ASCII digits, then an optional CR."""
+    digits = tail[:-1] if tail.endswith(b"\r") else tail
+    return len(digits) <= 3 and all(0x30 <= byte <= 0x39 for byte in digits)
 
 
 class SessionResult(Record):

@@ -27,7 +27,9 @@ message, ``exc.hints`` the follow-up lines, ``exc.exit_code`` the process exit c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 class KuasarError(Exception):

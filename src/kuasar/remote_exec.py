@@ -9,12 +9,15 @@ Layer contract: bottom of the guest layer; ``kuasar.wire`` messages, ``kuasar.co
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 
 from kuasar import wire
 from kuasar._record import Record
 from kuasar.codes import Code
 from kuasar.errors import CommandNotExecutable, CommandNotFound, KuasarError, RPCError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 SERVICE = "kuasar.agent.v1.Agent"
 STDOUT, STDERR = 1, 2

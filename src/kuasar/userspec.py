@@ -13,7 +13,7 @@ and non-ASCII digits are refused, not reinterpreted as names).
 
 from __future__ import annotations
 
-import re
+import functools
 
 from kuasar._record import Record
 
@@ -22,9 +22,19 @@ MAX_ID = 2**32 - 2
 #: Longest user or group name accepted (glibc and shadow's useradd allow far less in practice).
 MAX_NAME = 256
 
-_NUMBER = re.compile(r"[+-]?[0-9]+")
-# Letters, digits, '_', '.', '-' (not first), and a trailing '$' for machine accounts.
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """(a number, a name), compiled on first use: an empty spec (``kuasarctl exec`` without -u)
+    needs no ``re``. A name is letters, digits, '_', '.', '-' (not first), and a trailing '$' for
+    machine accounts."""
+    import re
+
+    return re.compile(r"[+-]?[0-9]+"), re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
 
 
 class InvalidUserSpec(ValueError):
@@ -48,11 +58,12 @@ def _part(text: str, kind: str, spec: str) -> int | str:
     if not text:
         where = "before" if kind == "user" else "after"
         raise InvalidUserSpec(f"invalid user {spec!r}: the {kind} {where} ':' is empty")
-    if _NUMBER.fullmatch(text):
+    number, name = _patterns()
+    if number.fullmatch(text):
         if text[0] in "+-" or int(text) > MAX_ID:
             raise InvalidUserSpec(f"{id_name} {text} is out of range (0 to {MAX_ID})")
         return int(text)
-    if len(text) > MAX_NAME or not _NAME.fullmatch(text):
+    if len(text) > MAX_NAME or not name.fullmatch(text):
         raise InvalidUserSpec(
             f"invalid {kind} name {text!r} (use a name of letters, digits, '_', '.', '-', "
             f"or a {id_name} from 0 to {MAX_ID})"

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kuasar import console
 from kuasar.console import (
     MAX_EXEC_LINE,
     MarkerStripper,
@@ -149,3 +151,30 @@ def test_exec_line_longer_than_a_terminal_line_is_refused() -> None:
     encoded_overhead = len(build_exec_line(["echo", "\t"], TOKEN)) - 4
     fits = build_exec_line(["echo", "é" * ((MAX_EXEC_LINE - encoded_overhead) // 8)], TOKEN)
     assert MAX_EXEC_LINE - 7 <= len(fits) <= MAX_EXEC_LINE
+
+
+# ------------------------------------------------------------- the regex-free rules (start-up)
+
+_SHELL_SYNTAX_RE = re.compile(r"[\s;&|<>()$`\\\"'*?\[\]#~=%{}!]")
+_TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(list(" \t\n\x0b\x1c\x85\xa0\u2028;=_aZ09")))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT)
+def test_shell_syntax_is_what_the_regex_was(text: str) -> None:
+    expected = ["sh", "-c", text] if _SHELL_SYNTAX_RE.search(text) else [text]
+    assert console.command_argv([text]) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(_TEXT)
+def test_env_names_are_what_the_regex_was(key: str) -> None:
+    assert console._is_env_name(key) == bool(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=12) | st.sampled_from([b"", b"~", b"\x7f", b" ", b"\x1f", b"\xc3\xa9"]))
+def test_printable_ascii_and_digit_tails_are_what_the_regexes_were(data: bytes) -> None:
+    assert console._is_printable_ascii(data) == bool(re.fullmatch(rb"[\x20-\x7e]*", data))
+    for tail in (data, data[:3], data[:2] + b"\r", b"12" + data[:1], b"123\r"[: len(data) % 5]):
+        assert console._digits_then_cr(tail) == bool(re.fullmatch(rb"\d{0,3}\r?", tail))

@@ -16,9 +16,12 @@ import struct
 import sys
 import termios
 import tty
-from collections.abc import Iterator
 
 from kuasar.errors import KuasarError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 #: Ctrl-] — the detach key of telnet and ``virsh console``.
 DEFAULT_ESCAPE = "^]"

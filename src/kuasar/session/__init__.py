@@ -12,12 +12,13 @@ and no protobuf: the names below load their driver on first use.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kuasar.session._probe import ExecPath, GuestKind
 from kuasar.session._target import GuestTarget
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from kuasar.session._async import Session, identify
     from kuasar.ttrpc import Client as Connection  # the type of Session.guest.client (typing only)
     from kuasar.ttrpc.blocking import BlockingClient as AgentConnection  # BlockingSession's

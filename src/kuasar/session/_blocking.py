@@ -9,8 +9,6 @@ sans-IO ``_probe`` / ``_diagnose`` / ``_target`` / ``_vm_process``. No asyncio, 
 from __future__ import annotations
 
 import socket
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
@@ -19,7 +17,10 @@ from kuasar.session._probe import ExecPath, GuestKind, GuestProbe, console_dial,
 from kuasar.session._target import GuestTarget
 from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_process_result
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from kuasar.remote_exec import CompletedProcess
     from kuasar.ttrpc.blocking import BlockingClient
 

@@ -19,11 +19,14 @@ The probe (design.md "Guests in the field")::
 from __future__ import annotations
 
 import enum
-from typing import Self
 
 from kuasar._record import Record
 from kuasar.errors import KuasarError, RPCError, TransportError
 from kuasar.wire import HealthCheckResponse
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self
 
 #: gRPC status codes the probe reads (numbers as on the wire).
 OK, _UNKNOWN, INVALID_ARGUMENT, UNIMPLEMENTED = 0, 2, 3, 12

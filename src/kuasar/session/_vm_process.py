@@ -13,8 +13,7 @@ its error value: ``Others("Other: cmd <command> failed with exit code N and erro
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
+import functools
 
 from kuasar import wire
 from kuasar._record import Record
@@ -22,13 +21,28 @@ from kuasar.console import shell_command
 from kuasar.errors import RPCError
 from kuasar.remote_exec import CompletedProcess
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import re
+    from collections.abc import Mapping, Sequence
+
 SERVICE = "grpc.SandboxService"
 METHOD = "ExecVMProcess"
 
-_DEBUG_STRING = re.compile(r'^\s*\w+\("(?P<inner>.*)"\)\s*$', re.DOTALL)
-_ESCAPE = re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|.)", re.DOTALL)
 _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
-_FAILED = re.compile(r"failed with exit code (?P<code>-?\d+) and error message (?P<stderr>.*)\Z", re.DOTALL)
+
+
+@functools.cache
+def _patterns() -> tuple[re.Pattern[str], re.Pattern[str], re.Pattern[str]]:
+    """(Rust ``Debug`` string, its escapes, vmm-task's failure text), compiled on first use
+    (``import re`` is not on exec's start-up path)."""
+    import re
+
+    return (
+        re.compile(r'^\s*\w+\("(?P<inner>.*)"\)\s*$', re.DOTALL),
+        re.compile(r"\\(u\{[0-9a-fA-F]{1,6}\}|.)", re.DOTALL),
+        re.compile(r"failed with exit code (?P<code>-?\d+) and error message (?P<stderr>.*)\Z", re.DOTALL),
+    )
 
 
 class VmProcessFailure(Record):
@@ -59,7 +73,7 @@ def unescape_debug(text: str) -> str:
             return chr(int(escape[2:-1], 16))
         return _SIMPLE.get(escape, escape)
 
-    return _ESCAPE.sub(replace, text)
+    return _patterns()[1].sub(replace, text)
 
 
 def parse_failure(message: str, command: str = "") -> VmProcessFailure | None:
@@ -71,10 +85,10 @@ def parse_failure(message: str, command: str = "") -> VmProcessFailure | None:
         command: the command that was sent: the search starts after it, so a command that itself
             contains "failed with exit code" cannot confuse the parse.
     """
-    debug = _DEBUG_STRING.match(message)
+    debug = _patterns()[0].match(message)
     inner = unescape_debug(debug.group("inner")) if debug else message
     start = inner.find(command) + len(command) if command and command in inner else 0
-    failed = _FAILED.search(inner, start)
+    failed = _patterns()[2].search(inner, start)
     if failed is None:
         return None
     return VmProcessFailure(int(failed.group("code")), failed.group("stderr").encode("utf-8", "replace"))

@@ -21,12 +21,12 @@ from __future__ import annotations
 
 import importlib
 from types import ModuleType
-from typing import TYPE_CHECKING
 
 from kuasar.address import Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import UsageError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Awaitable, Callable

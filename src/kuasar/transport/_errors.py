@@ -19,7 +19,6 @@ anything else      ``ConnectError`` (dial) / ``TransportError`` (listen)
 from __future__ import annotations
 
 import errno
-from collections.abc import Iterator
 from contextlib import contextmanager
 
 from kuasar.errors import (
@@ -31,6 +30,10 @@ from kuasar.errors import (
     KuasarError,
     TransportError,
 )
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _CLOSED = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})

@@ -12,12 +12,15 @@ home of the hybrid vsock rules.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
 
 from kuasar import _tracing
 from kuasar.address import HvsockAddress
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
 from kuasar.errors import REASON_NO_LISTENER, REASON_SILENT, HandshakeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 _MAX_U32 = 0xFFFFFFFF
 #: The first host port a VMM hands out (Cloud Hypervisor: bit 30 set).

@@ -13,11 +13,13 @@ first use, so ``kuasar.ttrpc.blocking`` imports neither asyncio nor protobuf.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
 from kuasar.errors import RPCError
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from kuasar.ttrpc.client import Client, Stream
     from kuasar.ttrpc.codes import Code
     from kuasar.ttrpc.health import health_handlers

@@ -17,8 +17,6 @@ A garbage header sets :attr:`ClientCore.error`: the connection is unusable from 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from kuasar.codes import Code
 from kuasar.errors import KuasarError, ProtocolError, RPCError
 from kuasar.ttrpc.framing import (
@@ -30,6 +28,10 @@ from kuasar.ttrpc.framing import (
     oversize_message,
 )
 from kuasar.wire import KeyValue, Request, Response
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _MAX_STREAM_ID = 0xFFFFFFFF
 #: Methods whose encoded Request prefix (service and method) is kept.

@@ -11,13 +11,16 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Iterator
 
 from kuasar._tracing import Span, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded
 from kuasar.ttrpc._client_core import ClientCore, Event, Finished
 from kuasar.ttrpc._trace import outcome, trace_call
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 READ_CHUNK = 256 * 1024
 
