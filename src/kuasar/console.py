@@ -288,6 +288,27 @@ def encode_stdin(data: bytes) -> bytes:
 STDIN_EOF = b"\n"
 
 
+def marker_line(
+    buffer: bytearray, marker: bytes, *, status: bool = False
+) -> tuple[int, int, int | None] | None:
+    """The first line ``marker`` [``status``: 1-3 ASCII digits] ``\\r?\\n`` in ``buffer``, as
+    (start, end, the digits' value or ``None``); ``None`` when there is none yet. Whole-buffer
+    ``bytes.find``, no ``re`` (the same matches as ``re.search(re.escape(marker) + rb"\\r?\\n")``,
+    or ``rb"(\\d{1,3})\\r?\\n"`` after it)."""
+    at = buffer.find(marker)
+    while at >= 0:
+        end = digits = at + len(marker)
+        if status:
+            while end < len(buffer) and end - digits < 3 and 0x30 <= buffer[end] <= 0x39:
+                end += 1
+        if end > digits or not status:
+            for newline in (b"\n", b"\r\n"):
+                if buffer.startswith(newline, end):
+                    return at, end + len(newline), int(buffer[digits:end]) if status else None
+        at = buffer.find(marker, at + 1)
+    return None
+
+
 class MarkerStripper:
     """Feeds on console output; emits the command's bytes and finds its exit status.
 
@@ -297,11 +318,8 @@ class MarkerStripper:
     """
 
     def __init__(self, token: str) -> None:
-        import re
-
-        self._start_line = re.compile(re.escape(START_MARKER + b":" + token.encode()) + rb"\r?\n")
+        self._start = START_MARKER + b":" + token.encode()
         self._exit = EXIT_MARKER + b":" + token.encode() + b":"
-        self._exit_line = re.compile(re.escape(self._exit) + rb"(\d{1,3})\r?\n")
         self._buffer = bytearray()
         self.started = False
         self.exit_status: int | None = None
@@ -311,11 +329,11 @@ class MarkerStripper:
             return b""
         self._buffer += data
         if not self.started:
-            match = self._start_line.search(self._buffer)  # \r\n: a console whose stty failed
-            if match is None:
+            line = marker_line(self._buffer, self._start)  # \r\n: a console whose stty failed
+            if line is None:
                 self._trim_preamble()
                 return b""
-            del self._buffer[: match.end()]
+            del self._buffer[: line[1]]
             self.started = True
         return self._take_output()
 
@@ -325,10 +343,10 @@ class MarkerStripper:
             del self._buffer[:excess]
 
     def _take_output(self) -> bytes:
-        match = self._exit_line.search(self._buffer)
-        if match is not None:
-            out = bytes(self._buffer[: match.start()])
-            self.exit_status = int(match.group(1))
+        line = marker_line(self._buffer, self._exit, status=True)
+        if line is not None:
+            out = bytes(self._buffer[: line[0]])
+            self.exit_status = line[2]
             self._buffer.clear()
             return out
         keep = self._partial_marker_length()

@@ -2,7 +2,7 @@
 console socket and raw fds; every protocol rule is in the sans-IO :class:`kuasar.console.ConsoleExec`.
 
 Layer contract: beside :mod:`kuasar.console_session` (the asyncio driver); stdlib ``selectors``,
-``socket``, ``os`` and ``kuasar.console``. No asyncio, no logging, no protobuf. Output goes to an fd
+``os`` and ``kuasar.console``. No asyncio, no logging, no protobuf. Output goes to an fd
 as it arrives (one write per read); input is read from an fd only once the command has started,
 and not while more than :data:`INPUT_HIGH_WATER` bytes wait for the console.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import selectors
-import socket
 import time
 
 from kuasar._fdio import write_all_blocking
@@ -19,13 +18,17 @@ from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.console import ConsoleExec, SessionResult
 from kuasar.errors import ConnectionClosed, DeadlineExceeded
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import _socket
+
 READ_CHUNK = 256 * 1024
 #: Queued input above which stdin is not read until the console has taken some.
 INPUT_HIGH_WATER = 1024 * 1024
 
 
 class _Relay:
-    def __init__(self, sock: socket.socket, core: ConsoleExec, output_fd: int) -> None:
+    def __init__(self, sock: _socket.socket, core: ConsoleExec, output_fd: int) -> None:
         self.sock = sock
         self.core = core
         self.output_fd = output_fd
@@ -106,7 +109,7 @@ class _Relay:
 
 
 def run(
-    sock: socket.socket,
+    sock: _socket.socket,
     core: ConsoleExec,
     *,
     output_fd: int,

@@ -178,3 +178,19 @@ def test_printable_ascii_and_digit_tails_are_what_the_regexes_were(data: bytes) 
     assert console._is_printable_ascii(data) == bool(re.fullmatch(rb"[\x20-\x7e]*", data))
     for tail in (data, data[:3], data[:2] + b"\r", b"12" + data[:1], b"123\r"[: len(data) % 5]):
         assert console._digits_then_cr(tail) == bool(re.fullmatch(rb"\d{0,3}\r?", tail))
+
+
+_PIECES = st.sampled_from(
+    [b"__KSR_EXIT__:t:", b"__KSR_START__:t", b"1", b"23", b"4567", b"\r", b"\n", b"x", b":"]
+)
+
+
+@settings(max_examples=800, deadline=None)
+@given(st.lists(_PIECES, max_size=10).map(b"".join))
+def test_marker_lines_are_what_the_regexes_found(data: bytes) -> None:
+    start = re.search(re.escape(b"__KSR_START__:t") + rb"\r?\n", data)
+    found = console.marker_line(bytearray(data), b"__KSR_START__:t")
+    assert found == (None if start is None else (start.start(), start.end(), None))
+    end = re.search(re.escape(b"__KSR_EXIT__:t:") + rb"(\d{1,3})\r?\n", data)
+    found = console.marker_line(bytearray(data), b"__KSR_EXIT__:t:", status=True)
+    assert found == (None if end is None else (end.start(), end.end(), int(end.group(1))))

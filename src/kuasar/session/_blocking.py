@@ -8,8 +8,6 @@ sans-IO ``_probe`` / ``_diagnose`` / ``_target`` / ``_vm_process``. No asyncio, 
 
 from __future__ import annotations
 
-import socket
-
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
 from kuasar.session import _diagnose
@@ -19,6 +17,7 @@ from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_p
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
     from collections.abc import Mapping, Sequence
 
     from kuasar.remote_exec import CompletedProcess
@@ -108,7 +107,7 @@ class BlockingSession:
         """The error for ``exec -it`` on a guest whose only path is ExecVMProcess."""
         return _diagnose.interactive_needs_console(self.target.label)
 
-    def open_console(self, *, connect_timeout: float | None = None) -> socket.socket:
+    def open_console(self, *, connect_timeout: float | None = None) -> _socket.socket:
         """Dial the debug console: retried only while the guest may still be booting (nothing
         answered its agent port), one try otherwise.
 
@@ -153,7 +152,7 @@ class BlockingSession:
 
 def open_console(
     target: GuestTarget, *, connect_timeout: float | None = None, limits: Limits = DEFAULT_LIMITS
-) -> socket.socket:
+) -> _socket.socket:
     """Dial ``target``'s debug console without probing (``exec --console``): retried within
     ``connect_timeout`` while nothing listens, as the guest may still be booting.
 

@@ -1,15 +1,18 @@
-"""Blocking dial for one-shot CLI paths: a connected ``socket.socket``, handshake done, no asyncio.
+"""Blocking dial for one-shot CLI paths: a connected socket, handshake done, no asyncio.
 
 Layer contract: the blocking driver beside the asyncio one (:mod:`kuasar.transport.hvsock`,
 :mod:`kuasar.transport.unix`, :mod:`kuasar.transport.vsock`); the hybrid vsock rules (reply reader,
 lines, retry schedule, error texts) come from the sans-IO :mod:`kuasar.transport._handshake`, and
 ``OSError`` maps through :mod:`kuasar.transport._errors`, so both drivers fail with the same errors.
-Imports no asyncio (``kuasarctl exec``'s fast path).
+Imports no asyncio (``kuasarctl exec``'s fast path), and not even ``socket``: its sockets are the
+C ``_socket.socket`` that ``socket.socket`` wraps (the same methods; the ``socket`` module's enum
+conversions cost about 4 ms of start-up). Callers must not need ``socket.socket`` extras
+(``makefile``, ``with``, enum-valued ``family``).
 """
 
 from __future__ import annotations
 
-import socket
+import _socket
 import time
 
 from kuasar.address import VMADDR_CID_ANY, Address, HvsockAddress, UnixAddress, VsockAddress
@@ -36,7 +39,7 @@ def dial(
     limits: Limits = DEFAULT_LIMITS,
     connect_timeout: float | None = None,
     retry: bool = True,
-) -> socket.socket:
+) -> _socket.socket:
     """Connect to ``address`` and return a blocking socket (no timeout set), handshake done.
 
     Same contract as :func:`kuasar.transport.dial`: nothing past the ``OK`` line is consumed.
@@ -49,21 +52,24 @@ def dial(
         return _dial_hvsock(address, limits, budget, retry)
     if isinstance(address, UnixAddress):
         return _connect(
-            socket.AF_UNIX, address.sockaddr, "@" + address.path if address.abstract else address.path, budget
+            _socket.AF_UNIX,
+            address.sockaddr,
+            "@" + address.path if address.abstract else address.path,
+            budget,
         )
     if isinstance(address, VsockAddress):
         if address.cid == VMADDR_CID_ANY:
             raise UsageError(f"cannot dial {address}: CID -1/any only makes sense to listen")
-        family = getattr(socket, "AF_VSOCK", None)
+        family = getattr(_socket, "AF_VSOCK", None)
         if family is None:
             raise ConnectError(f"cannot connect on {address}: this Python has no AF_VSOCK support")
         return _connect(family, (address.cid, address.port), str(address), budget)
     raise UsageError(f"cannot dial {address!r}: unknown address type")
 
 
-def _connect(family: int, sockaddr: object, target: str, budget: float) -> socket.socket:
+def _connect(family: int, sockaddr: object, target: str, budget: float) -> _socket.socket:
     with map_exceptions(target):
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = _socket.socket(family, _socket.SOCK_STREAM)
     try:
         with map_exceptions(target):
             sock.settimeout(max(budget, 0.001))
@@ -78,11 +84,11 @@ def _connect(family: int, sockaddr: object, target: str, budget: float) -> socke
     return sock
 
 
-def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: bool) -> socket.socket:
+def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: bool) -> _socket.socket:
     deadline = time.monotonic() + budget
     backoff = Backoff(deadline)
     while True:
-        sock = _connect(socket.AF_UNIX, address.path, address.path, max(deadline - time.monotonic(), 0.001))
+        sock = _connect(_socket.AF_UNIX, address.path, address.path, max(deadline - time.monotonic(), 0.001))
         reply = HandshakeReader(limits.handshake_line)
         try:
             host_port = _handshake(sock, address, reply, deadline)
@@ -106,7 +112,7 @@ def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: b
 
 
 def _handshake(
-    sock: socket.socket, address: HvsockAddress, reader: HandshakeReader, deadline: float
+    sock: _socket.socket, address: HvsockAddress, reader: HandshakeReader, deadline: float
 ) -> int | None:
     """Send CONNECT and read the reply byte by byte, bounded by ``deadline`` (``TimeoutError``)."""
     with reply_errors(address, reader):

@@ -9,7 +9,6 @@ Layer contract: inside ``kuasar.ttrpc``; ``socket``, ``time`` and the core. No a
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 
 from kuasar._tracing import Span, tracing
@@ -20,6 +19,7 @@ from kuasar.ttrpc._trace import outcome, trace_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import _socket
     from collections.abc import Iterator
 
 READ_CHUNK = 256 * 1024
@@ -33,7 +33,7 @@ class BlockingClient:
         limits: ``max_message`` bounds frames both ways.
     """
 
-    def __init__(self, sock: socket.socket, *, limits: Limits = DEFAULT_LIMITS) -> None:
+    def __init__(self, sock: _socket.socket, *, limits: Limits = DEFAULT_LIMITS) -> None:
         self.sock = sock
         self.limits = limits
         self.core = ClientCore(limits.max_message)
@@ -109,7 +109,7 @@ class BlockingClient:
 
 
 @contextlib.contextmanager
-def _bounded(sock: socket.socket, deadline: float | None, late: str) -> Iterator[None]:
+def _bounded(sock: _socket.socket, deadline: float | None, late: str) -> Iterator[None]:
     """A blocking socket operation bounded by ``deadline``; its OSError mapped once."""
     try:
         sock.settimeout(_remaining(deadline))

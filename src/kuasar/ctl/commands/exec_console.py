@@ -16,7 +16,7 @@ from kuasar.errors import UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import socket
+    import _socket
 
     from kuasar.console import ConsoleExec
     from kuasar.ctl.quickparse import Namespace
@@ -42,7 +42,7 @@ def console_core(args: Namespace, command: list[str], env: dict[str, str]) -> Co
 
 
 def run_console(
-    sock: socket.socket,
+    sock: _socket.socket,
     args: Namespace,
     command: list[str],
     env: dict[str, str],
