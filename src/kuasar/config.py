@@ -75,6 +75,12 @@ class Limits(Record):
         orphan_scan_delay: as PID 1, how long after SIGCHLD the agent scans for orphans to reap.
         console_start_timeout: how long ``kuasarctl exec`` over the debug console waits for the
             command's start marker (a console that is not a shell, or a hung one, ends there).
+        vm_boot_timeout: how long a QEMU sandbox may take from launch until its guest accepts on the
+            agent port (TCG on a loaded 2-core host boots in 10-30 s).
+        kvm_probe_timeout: how long a KVM guest may take to reach ``/init`` before KVM is judged
+            unusable on this host and the boot is redone under TCG.
+        vm_poweroff_grace: after ctrl-alt-delete, how long a QEMU guest has to power off before QEMU
+            is told to quit (then killed).
     """
 
     max_message: int = TTRPC_MAX_MESSAGE
@@ -104,6 +110,9 @@ class Limits(Record):
     guest_command_timeout: float = 10.0
     orphan_scan_delay: float = 0.5
     console_start_timeout: float = 30.0
+    vm_boot_timeout: float = 300.0
+    kvm_probe_timeout: float = 20.0
+    vm_poweroff_grace: float = 10.0
 
     def __post_init__(self) -> None:
         kinds = type(self).__annotations__

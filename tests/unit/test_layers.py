@@ -76,7 +76,10 @@ LAYERS: dict[str, Layer] = {
     # VMMs (§3b): the virtio-vsock device over vhost-user, launchers; the sandbox layer drives them.
     "vmm": Layer(("kuasar.vmm",), ("leaf", "bottom", "transport", "vmm")),
     # Sandbox internals only kuasar.sandbox reaches: ctl goes through discovery, local and state.
-    "supervisor": Layer(("kuasar.sandbox.supervisor",), ("leaf", "bottom", "transport")),
+    "supervisor": Layer(
+        ("kuasar.sandbox.supervisor", "kuasar.sandbox.vm_supervisor"),
+        ("leaf", "bottom", "transport", "vmm", "supervisor"),
+    ),
     "sandbox": Layer(
         ("kuasar.sandbox",), (*_BELOW_GUEST, "console", "guest", "supervisor", "vmm", "sandbox")
     ),
@@ -115,6 +118,7 @@ ALLOWED_OUTPUT: dict[tuple[str, str], str] = {
     ("kuasar.agent.main", "main"): "kuasar-agent's CLI boundary: one stderr line, an exit code",
     ("kuasar.agent.main", MAIN_GUARD): "python -m kuasar.agent.main: sys.exit(main())",
     ("kuasar.sandbox.supervisor", MAIN_GUARD): "the supervisor is its own process (python -m ...)",
+    ("kuasar.vmm.vsock_server", MAIN_GUARD): "the vsock device is its own process (python -m ...)",
 }
 
 

@@ -1,9 +1,12 @@
-"""Local sandboxes, the embedded default that needs no VM: create, inspect and stop them.
+"""Sandboxes kuasarctl starts — local ones (the embedded default that needs no VM) and real kernels
+under QEMU (``VmOptions``): create, inspect and stop them.
 
 Layer contract: host side, called by ``kuasar.ctl``; synchronous (it runs before or instead of an
 event loop) and never prints. It starts ``kuasar.sandbox.supervisor`` as a detached process and
-waits for its one-line start-up report; stopping signals that process (checked against its
-recorded PID and command line, never a stale PID) and removes the sandbox directory.
+waits for its start-up report (``ready``, or ``error`` with ``hint`` lines); a QEMU sandbox's
+guest image is checked and built (:func:`build_image`) before that; stopping signals that process
+(checked against its recorded PID and command line, never a stale PID) and removes the sandbox
+directory.
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from kuasar._record import Record
 from kuasar._text import printable
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import SandboxError, UsageError
@@ -27,10 +32,17 @@ from kuasar.sandbox.discovery import SandboxRef
 from kuasar.sandbox.state import SandboxState, is_supervisor, read_state
 from kuasar.sandbox.supervisor import LOG_FILE, SOCKET_FILE
 
+if TYPE_CHECKING:
+    from kuasar.vmm.image import GuestImage
+
 _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: ``ROOT/ID/vsock/1024.sock`` must fit in sun_path (107 bytes).
 _GUEST_SUFFIX = len("/vsock/1024.sock")
 _MAX_SOCKET_PATH = 107
+#: A QEMU guest's serial console in its directory (kuasar.vmm.qemu.CONSOLE_LOG).
+CONSOLE_LOG = "console.log"
+#: The longest start-up report read from a supervisor (an error with a console tail fits).
+_REPORT_LIMIT = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,43 +194,91 @@ def _log_tail(directory: str, lines: int = 5) -> list[str]:
         return []
 
 
-def _read_report(read_fd: int, timeout: float) -> tuple[int | None, str]:
-    """The supervisor's start-up report: its PID (``pid N``), then ``ready`` or ``error MESSAGE``."""
+def _read_report(read_fd: int, timeout: float) -> tuple[int | None, str, list[str]]:
+    """The supervisor's start-up report: its PID (``pid N``), then ``ready``, or ``error MESSAGE``
+    followed by ``hint TEXT`` lines until it closes the pipe."""
     deadline = time.monotonic() + timeout
     data = b""
     pid: int | None = None
-    while len(data) < 4096:
+    report: str | None = None
+    hints: list[str] = []
+    while len(data) < _REPORT_LIMIT:
         while b"\n" in data:
             line, data = data.split(b"\n", 1)
             text = line.decode(errors="replace").strip()
-            if text.startswith("pid ") and text[4:].isdecimal():
+            if report is None and text.startswith("pid ") and text[4:].isdecimal():
                 pid = int(text[4:])
-            else:
-                return pid, text
+            elif report is None:
+                report = text
+                if text == "ready":
+                    return pid, report, hints
+            elif text.startswith("hint "):
+                hints.append(printable(text[5:]))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return pid, "error the sandbox did not report ready in time"
+            return pid, report or "error the sandbox did not report ready in time", hints
         ready, _, _ = select.select([read_fd], [], [], remaining)
         if ready:
             chunk = os.read(read_fd, 4096)
             if not chunk:
                 break
             data += chunk
-    return pid, "error the sandbox supervisor exited during start-up"
+    return pid, report or "error the sandbox supervisor exited during start-up", hints
 
 
-def start_sandbox(root: str, sandbox_id: str, options: LocalOptions, limits: Limits = DEFAULT_LIMITS) -> str:
-    """Start a detached local sandbox and wait until its agent is serving (at most
-    ``limits.sandbox_start_timeout``).
+class VmOptions(Record):
+    """How to boot a QEMU sandbox (``kuasarctl sandbox run --vmm qemu`` flags)."""
+
+    memory_mib: int = 512
+    cpus: int = 1
+    accel: str = "auto"
+    boot_timeout: float = DEFAULT_LIMITS.vm_boot_timeout
+
+
+def build_image() -> GuestImage:
+    """QEMU is installed and the guest image is built (cached: rebuilt only when an input changed).
+
+    Raises:
+        KuasarError: QEMU, busybox-static or the kernel package is missing (with the install hint).
+    """
+    from kuasar.vmm import image, qemu
+
+    qemu.qemu_binary()
+    return image.build()
+
+
+def _vm_arguments(vm: VmOptions) -> list[str]:
+    """The supervisor's QEMU flags; QEMU and the guest image are checked (built on first use) here,
+    so a missing package is one clear error before anything starts."""
+    guest = build_image()
+    return [
+        *("--vmm", "qemu", "--kernel", str(guest.kernel), "--initrd", str(guest.initrd)),
+        *("--kernel-release", guest.release, "--memory", str(vm.memory_mib), "--cpus", str(vm.cpus)),
+        *("--accel", vm.accel, "--boot-timeout", f"{vm.boot_timeout:g}"),
+    ]
+
+
+def start_sandbox(
+    root: str,
+    sandbox_id: str,
+    options: LocalOptions,
+    limits: Limits = DEFAULT_LIMITS,
+    vm: VmOptions | None = None,
+) -> str:
+    """Start a detached sandbox — a local one, or a QEMU guest when ``vm`` is given — and wait until
+    its agent is serving (at most ``limits.sandbox_start_timeout``, or the VM's boot timeout).
 
     Returns:
         The sandbox directory.
 
     Raises:
-        SandboxError: it could not be created or did not start (hints carry the log's last lines).
+        SandboxError: it could not be created or did not start (hints carry the log's last lines,
+            or the guest console's).
     """
+    extra = _vm_arguments(vm) if vm is not None else []
+    timeout = limits.sandbox_start_timeout + (vm.boot_timeout + 2 * limits.kvm_probe_timeout if vm else 0)
     directory = prepare_directory(root, sandbox_id)
-    command = [*supervisor_command(os.path.dirname(directory), sandbox_id, options), "--daemonize"]
+    command = [*supervisor_command(os.path.dirname(directory), sandbox_id, options), *extra, "--daemonize"]
     read_fd, write_fd = os.pipe()
     try:
         with open(os.path.join(directory, LOG_FILE), "ab") as log_file:
@@ -235,9 +295,9 @@ def start_sandbox(root: str, sandbox_id: str, options: LocalOptions, limits: Lim
             )
         os.close(write_fd)
         write_fd = -1
-        pid, report = _read_report(read_fd, limits.sandbox_start_timeout)
+        pid, report, hints = _read_report(read_fd, timeout)
     except subprocess.TimeoutExpired:
-        pid, report = None, "error the sandbox supervisor did not start"
+        pid, report, hints = None, "error the sandbox supervisor did not start", []
     finally:
         os.close(read_fd)
         if write_fd >= 0:
@@ -246,11 +306,29 @@ def start_sandbox(root: str, sandbox_id: str, options: LocalOptions, limits: Lim
         return directory
     if pid is not None and is_supervisor(pid):
         _kill_group(pid)
-    hints = _log_tail(directory)
+    hints = hints or _log_tail(directory)
     shutil.rmtree(directory, ignore_errors=True)
+    kind = "QEMU" if vm is not None else "local"
     raise SandboxError(
-        f"local sandbox {sandbox_id} failed to start: {report.removeprefix('error ')}", hints=hints
+        f"{kind} sandbox {sandbox_id} failed to start: {report.removeprefix('error ')}", hints=hints
     )
+
+
+def log_path(ref: SandboxRef, *, supervisor: bool = False) -> str:
+    """The sandbox's own log: a QEMU guest's serial console (``supervisor``: its sandbox.log), a
+    local sandbox's sandbox.log.
+
+    Raises:
+        SandboxError: ``ref`` has no such log (not started by kuasarctl).
+    """
+    state = read_state(ref.directory)
+    if state is None:
+        raise SandboxError(
+            f"{ref.id} was not started by kuasarctl (no sandbox.json in {printable(ref.directory)})",
+            hints=["Kuasar VM sandboxes log through containerd and their VMM's own files."],
+        )
+    name = CONSOLE_LOG if state.kind == "qemu" and not supervisor else LOG_FILE
+    return os.path.join(ref.directory, name)
 
 
 def _kill_group(pid: int) -> None:
@@ -285,7 +363,9 @@ def stop_sandbox(ref: SandboxRef, timeout: float | None = None, limits: Limits =
     if state is not None and was_running:
         with contextlib.suppress(ProcessLookupError):
             os.kill(state.supervisor_pid, signal.SIGTERM)
-        deadline = time.monotonic() + (limits.sandbox_stop_timeout if timeout is None else timeout)
+        if timeout is None:  # a VM's supervisor first gives its guest the power-off grace
+            timeout = limits.sandbox_stop_timeout + (limits.vm_poweroff_grace if state.kind == "qemu" else 0)
+        deadline = time.monotonic() + timeout
         while is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         if is_supervisor(state.supervisor_pid):

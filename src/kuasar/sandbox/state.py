@@ -25,9 +25,9 @@ class SandboxState:
 
     Attributes:
         id: the sandbox ID.
-        kind: ``"local"``.
+        kind: ``"local"`` (an agent process), or ``"qemu"`` (a real kernel under QEMU).
         supervisor_pid: the supervisor (the VMM stand-in) process.
-        agent_pid: the guest's ``kuasar-agent`` process (host PID).
+        agent_pid: the guest's host process: the ``kuasar-agent`` process, or QEMU.
         created: when it started (``time.time()``).
         debug_console: whether the agent serves the debug console.
         agent_api: whether the agent serves its API.
@@ -35,6 +35,9 @@ class SandboxState:
         agent_exit_status: the agent's exit status once it exited on its own (else None).
         agent_exit_signal: the signal that killed the agent (else None).
         agent_exited: when the agent exited (``time.time()``), or None while it runs.
+        accel: a QEMU guest's accelerator (``tcg`` or ``kvm``); empty for local sandboxes.
+        device_pid: a QEMU guest's vsock device process (0: none).
+        kernel: a QEMU guest's kernel release.
     """
 
     id: str
@@ -48,6 +51,9 @@ class SandboxState:
     agent_exit_status: int | None = None
     agent_exit_signal: int | None = None
     agent_exited: float | None = None
+    accel: str = ""
+    device_pid: int = 0
+    kernel: str = ""
 
 
 _FIELDS = frozenset(field.name for field in dataclasses.fields(SandboxState))
@@ -85,15 +91,19 @@ def is_supervisor(pid: int) -> bool:
         return False
 
 
-def exit_text(status: int | None, signal_number: int | None) -> str:
-    """``agent exited with status 137``; a death by signal N reads as status 128+N plus its name."""
+def exit_text(status: int | None, signal_number: int | None, kind: str = "local") -> str:
+    """``agent exited with status 137``; a death by signal N reads as status 128+N plus its name.
+    For a QEMU guest it is QEMU's exit (status 0: the guest powered off, or panicked)."""
+    who = "QEMU" if kind == "qemu" else "agent"
     if signal_number:
         try:
             name = signal.Signals(signal_number).name
         except ValueError:
             name = f"signal {signal_number}"
-        return f"agent exited with status {128 + signal_number} (killed by {name})"
-    return f"agent exited with status {status}"
+        return f"{who} exited with status {128 + signal_number} (killed by {name})"
+    if kind == "qemu" and status == 0:
+        return "QEMU exited with status 0 (the guest powered off or its kernel panicked)"
+    return f"{who} exited with status {status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +111,11 @@ class SandboxStatus:
     """One sandbox's health as ``kuasarctl ps`` shows it.
 
     Attributes:
-        kind: ``"local"``, or the directory layout when there is no record (``"kuasar-vmm"``...).
+        kind: ``"local"``, ``"qemu (tcg)"`` / ``"qemu (kvm)"``, or the directory layout when there is
+            no record (``"kuasar-vmm"``...).
         state: ``running``, ``unresponsive`` (the VMM accepts, the guest does not answer),
-            ``agent-exited`` (the VMM runs, its agent is gone) or ``dead`` (nothing accepts).
+            ``agent-exited`` (the VMM runs, its agent is gone), ``vm-exited`` (a QEMU guest's QEMU
+            exited; the supervisor waits to be stopped) or ``dead`` (nothing accepts).
         reason: why it is not running, in words (empty when it is).
         created: when it started (the record's time, else the directory's mtime), or None.
         supervisor_pid: the local sandbox's supervisor, when recorded.
@@ -143,7 +155,8 @@ def sandbox_status(directory: str, layout: str, reachable: str) -> SandboxStatus
     if record is not None and not is_supervisor(record.supervisor_pid):
         state, reason = "dead", f"the sandbox supervisor (PID {record.supervisor_pid}) is not running"
     elif record is not None and record.agent_exited is not None:
-        state, reason = "agent-exited", exit_text(record.agent_exit_status, record.agent_exit_signal)
+        state = "vm-exited" if record.kind == "qemu" else "agent-exited"
+        reason = exit_text(record.agent_exit_status, record.agent_exit_signal, record.kind)
     elif reachable == "vmm" and record is not None and not record.agent_api:
         reason = "console only (started with --no-agent-api)"
     elif reachable == "vmm":
@@ -151,7 +164,7 @@ def sandbox_status(directory: str, layout: str, reachable: str) -> SandboxStatus
     elif reachable == "no":
         state, reason = "dead", "the sandbox socket refuses connections"
     return SandboxStatus(
-        kind=record.kind if record is not None else layout,
+        kind=(f"{record.kind} ({record.accel})" if record.accel else record.kind) if record else layout,
         state=state,
         reason=reason,
         created=created,

@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from kuasar._text import printable
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
@@ -182,7 +183,7 @@ def _record_agent_exit(directory: str, state: SandboxState, returncode: int) -> 
     """Log the agent's death and record it in ``sandbox.json`` (``kuasarctl ps`` shows why)."""
     status, signal_number = (None, -returncode) if returncode < 0 else (returncode, None)
     died = replace(state, agent_exit_status=status, agent_exit_signal=signal_number, agent_exited=time.time())
-    log.error("sandbox %s: %s", state.id, exit_text(status, signal_number))
+    log.error("sandbox %s: %s", state.id, exit_text(status, signal_number, state.kind))
     try:
         write_state(directory, died)
     except OSError as exc:
@@ -197,10 +198,61 @@ def _report(ready_fd: int | None, line: str) -> None:
         os.close(ready_fd)
 
 
-async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> int:
-    """Run one local sandbox until SIGTERM/SIGINT; returns the exit status.
+class _LocalGuest:
+    """The local sandbox's guest: our hybrid vsock server in front of a ``kuasar-agent`` process."""
 
-    ``limits`` bounds the hybrid vsock server and every wait for the agent.
+    def __init__(self, directory: str, args: argparse.Namespace, log_fd: int, limits: Limits) -> None:
+        self.directory, self.args, self.log_fd, self.limits = directory, args, log_fd, limits
+        self.hvsock = HvsockServer(
+            os.path.join(directory, SOCKET_FILE),
+            port_directory_resolver(os.path.join(directory, GUEST_DIR)),
+            limits=limits,
+        )
+        self.agent: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> SandboxState:
+        await self.hvsock.start()
+        self.agent = await _start_agent(self.directory, self.args.id, self.args, self.log_fd, self.limits)
+        return SandboxState(
+            id=self.args.id,
+            kind="local",
+            supervisor_pid=os.getpid(),
+            agent_pid=self.agent.pid,
+            created=time.time(),
+            debug_console=self.args.debug_console,
+            agent_api=self.args.agent_api,
+            namespaces=_use_namespaces(self.args),
+        )
+
+    async def wait(self) -> int:
+        assert self.agent is not None
+        return await self.agent.wait()
+
+    async def stop(self) -> None:
+        if self.agent is not None:
+            await _stop_agent(self.agent, self.limits)
+        self.hvsock.close()
+        await self.hvsock.wait_closed()
+
+
+class _Guest(Protocol):
+    async def start(self) -> SandboxState: ...
+    async def wait(self) -> int: ...
+    async def stop(self) -> None: ...
+
+
+def _guest(directory: str, args: argparse.Namespace, log_fd: int, limits: Limits) -> _Guest:
+    if args.vmm == "qemu":
+        from kuasar.sandbox.vm_supervisor import VmGuest
+
+        return VmGuest(directory, args, log_fd, limits)
+    return _LocalGuest(directory, args, log_fd, limits)
+
+
+async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Run one sandbox until SIGTERM/SIGINT; returns the exit status.
+
+    ``limits`` bounds the hybrid vsock server and every wait for the guest.
     """
     directory = os.path.join(args.root, args.id)
     loop = asyncio.get_running_loop()
@@ -208,45 +260,29 @@ async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     log_fd = os.open(os.path.join(directory, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    hvsock = HvsockServer(
-        os.path.join(directory, SOCKET_FILE),
-        port_directory_resolver(os.path.join(directory, GUEST_DIR)),
-        limits=limits,
-    )
-    agent: asyncio.subprocess.Process | None = None
+    guest = _guest(directory, args, log_fd, limits)
     try:
-        await hvsock.start()
-        agent = await _start_agent(directory, args.id, args, log_fd, limits)
-        state = SandboxState(
-            id=args.id,
-            kind="local",
-            supervisor_pid=os.getpid(),
-            agent_pid=agent.pid,
-            created=time.time(),
-            debug_console=args.debug_console,
-            agent_api=args.agent_api,
-            namespaces=_use_namespaces(args),
-        )
+        state = await guest.start()
         write_state(directory, state)
         _report(args.ready_fd, "ready")
-        agent_exit = asyncio.ensure_future(agent.wait())
+        guest_exit = asyncio.ensure_future(guest.wait())
         stop_wait = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({agent_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-        if agent_exit.done():
-            _record_agent_exit(directory, state, agent_exit.result())
+        await asyncio.wait({guest_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+        if guest_exit.done():
+            _record_agent_exit(directory, state, guest_exit.result())
             await stop_wait  # a VMM keeps running when its guest agent dies; wait to be stopped
         else:
-            agent_exit.cancel()
+            guest_exit.cancel()
         return 0
     except (KuasarError, OSError) as exc:
         log.error("sandbox %s: %s", args.id, exc)
-        _report(args.ready_fd, f"error {exc}")
+        hints = [line.replace("\n", " ") for line in getattr(exc, "hints", ())]
+        for hint in hints:
+            log.error("sandbox %s:   %s", args.id, hint)
+        _report(args.ready_fd, "\n".join([f"error {exc}".replace("\n", " "), *(f"hint {h}" for h in hints)]))
         return 1
     finally:
-        if agent is not None:
-            await _stop_agent(agent, limits)
-        hvsock.close()
-        await hvsock.wait_closed()
+        await guest.stop()
         os.close(log_fd)
         if stop.is_set() or args.remove_on_exit:
             shutil.rmtree(directory, ignore_errors=True)
@@ -264,6 +300,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--remove-on-exit", action="store_true")
     parser.add_argument("--daemonize", action="store_true", help="detach (double fork) before starting")
+    parser.add_argument("--vmm", choices=("local", "qemu"), default="local", help="the guest's kind")
+    vm = parser.add_argument_group("--vmm qemu")
+    vm.add_argument("--kernel", help="guest kernel (kuasar.vmm.image)")
+    vm.add_argument("--initrd", help="guest initramfs")
+    vm.add_argument("--kernel-release", default="", help="the kernel's release (KVM verdict cache key)")
+    vm.add_argument("--memory", type=int, default=512, help="guest RAM in MiB")
+    vm.add_argument("--cpus", type=int, default=1)
+    vm.add_argument("--accel", choices=("auto", "tcg", "kvm"), default="auto")
+    vm.add_argument("--boot-timeout", type=float, default=DEFAULT_LIMITS.vm_boot_timeout)
     return parser.parse_args(argv)
 
 

@@ -31,6 +31,7 @@ import selectors
 import signal
 import socket
 import struct
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -343,7 +344,7 @@ def _close_fds(fds: Sequence[int]) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """The device process's entry: ``--socket S --uds-path U --guest-cid N``; returns the exit
     status (0 when the front-end went away, 1 when a socket could not be bound). Run it as
-    ``python -c 'import sys; from kuasar.vmm.vsock_server import main; sys.exit(main())' ...``."""
+    ``python -m kuasar.vmm.vsock_server ...``."""
     parser = argparse.ArgumentParser(prog="kuasar.vmm.vsock_server", description="vhost-user-vsock device")
     parser.add_argument("--socket", required=True, help="vhost-user socket (QEMU's chardev path)")
     parser.add_argument("--uds-path", required=True, help="hybrid vsock socket for host clients")
@@ -363,3 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -17,7 +17,8 @@ COMMANDS: tuple[tuple[str, tuple[str, ...], str, str], ...] = (
     ("cp", (), "cp", "copy files between the host and a sandbox"),
     ("containers", (), "containers", "list a sandbox's containers"),
     ("container", (), "containers", "create, start, stop or remove a container in a sandbox"),
-    ("sandbox", (), "sandbox", "run and stop local sandboxes"),
+    ("sandbox", (), "sandbox", "run and stop sandboxes: local ones, or real kernels under QEMU"),
+    ("image", (), "image", "build the guest image of QEMU sandboxes ahead of their first run"),
     ("agent", (), "agent_cmd", "make any agent API call (kata-agent-ctl style)"),
     ("completion", (), "completion", "print the shell code that enables tab completion"),
 )

@@ -35,6 +35,17 @@ def non_empty(text: str) -> str:
     return text
 
 
+def positive_int(text: str) -> int:
+    """argparse type for a count or size that must be a positive integer (``--cpus 2``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise _type_error(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise _type_error(f"must be positive: {text!r}")
+    return value
+
+
 #: ``-d/--socket-dir DIR``: the one sandbox root to search (it must exist).
 SOCKET_DIR = Option(
     "-d",

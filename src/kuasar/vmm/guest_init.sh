@@ -1,0 +1,61 @@
+#!/bin/busybox sh
+# /init of the kuasar-py guest image (kuasar.vmm.image): the only code that runs before kuasar-agent.
+#
+# 1. load the virtio, 9p and vsock modules (listed in dependency order in /lib/modules/order);
+# 2. mount the host's root, exported read-only by QEMU over 9p (tag "hostroot"), as the new root,
+#    with tmpfs on /tmp, /var/tmp and HOME;
+# 3. switch_root into it and exec the host's Python running kuasar-agent as PID 1 (the agent does
+#    the rest of early init: /proc, /sys, /dev, /dev/pts, /dev/shm, /run, cgroups).
+#
+# Kernel command line: kuasar.python=PATH (required), kuasar.hostname=NAME; task.* words are the
+# agent's. Any failure is one "KUASAR-INIT: error ..." line on the serial console and a power-off,
+# so the host's launcher reports it with the console tail instead of waiting for its boot timeout.
+B=/bin/busybox
+$B mkdir -p /proc /sys /dev /newroot
+$B mount -t proc proc /proc
+$B mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+echo "KUASAR-INIT: kernel up at $($B cut -d' ' -f1 /proc/uptime)"
+
+fail() {
+    echo "KUASAR-INIT: error $*"
+    $B sync
+    $B poweroff -f
+    while :; do $B sleep 60; done
+}
+
+for module in $($B cat /lib/modules/order); do
+    $B insmod "/lib/modules/$module.ko" || fail "cannot load module $module"
+done
+
+python="" hostname=""
+for word in $($B cat /proc/cmdline); do
+    case "$word" in
+        kuasar.python=*) python="${word#kuasar.python=}" ;;
+        kuasar.hostname=*) hostname="${word#kuasar.hostname=}" ;;
+    esac
+done
+[ -n "$python" ] || fail "no kuasar.python= on the kernel command line"
+
+$B mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose hostroot /newroot \
+    || fail "cannot mount the host's root (9p tag hostroot)"
+for dir in tmp var/tmp; do
+    $B mount -t tmpfs -o mode=1777 tmpfs "/newroot/$dir" || fail "cannot mount a tmpfs on /$dir"
+done
+real=$($B chroot /newroot /bin/readlink -e "$python") && $B chroot /newroot /bin/sh -c '[ -x "$1" ]' sh "$real" \
+    || fail "$python is not an executable in the host's root"
+# HOME: a tmpfs over the host's /root, unless the host's Python lives there (pyenv): then /tmp/root.
+home=/root
+case "$real" in /root/*) home=/tmp/root ;; esac
+if [ "$home" = /root ]; then
+    $B mount -t tmpfs -o mode=0700 tmpfs /newroot/root || fail "cannot mount a tmpfs on /root"
+fi
+$B mkdir -p -m 0700 "/newroot$home"
+echo "KUASAR-INIT: root mounted at $($B cut -d' ' -f1 /proc/uptime)"
+
+$B umount -l /proc
+$B umount -l /dev
+if [ -n "$hostname" ]; then
+    exec $B switch_root /newroot "$python" -m kuasar.agent --home "$home" --hostname "$hostname"
+fi
+exec $B switch_root /newroot "$python" -m kuasar.agent --home "$home"
