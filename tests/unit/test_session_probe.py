@@ -145,3 +145,14 @@ def test_command_runs_argv_exactly_under_bash_c() -> None:
     assert command.isascii() and command.isprintable()
     out = subprocess.run(["bash", "-c", command], capture_output=True, check=True)
     assert out.stdout == "a b|it's|\x15\t\x7f|é|".encode()
+
+
+def test_ping_may_go_with_the_first_check_only() -> None:
+    probe = GuestProbe()
+    assert probe.ahead() is not None and probe.ahead() != probe.next_call()
+    guess = probe.ahead()
+    probe.receive(Answer(OK, serving=True))
+    assert probe.next_call() == guess and probe.ahead() is None  # the guess was right
+    other = GuestProbe()
+    other.receive(RUST_NO_HEALTH)
+    assert other.next_call() != guess and other.ahead() is None  # a vmm-task: its answer is dropped

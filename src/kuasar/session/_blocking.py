@@ -11,7 +11,7 @@ from __future__ import annotations
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
 from kuasar.session import _diagnose
-from kuasar.session._probe import ExecPath, GuestKind, GuestProbe, console_dial, exec_paths
+from kuasar.session._probe import Call, ExecPath, GuestKind, GuestProbe, console_dial, exec_paths
 from kuasar.session._target import GuestTarget
 from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_process_result
 
@@ -66,14 +66,21 @@ class BlockingSession:
             return cls(target, GuestKind.NONE, api_error=exc, limits=limits)
         client = BlockingClient(sock, limits=limits)
         probe = GuestProbe()
+        sent: dict[Call, int] = {}  # the calls sent ahead of their turn: their stream ids
         try:
             while (call := probe.next_call()) is not None:
                 try:
-                    reply = client.call(call.service, call.method, b"", timeout=budget)
+                    if call not in sent:
+                        sent[call] = client.start(call.service, call.method, timeout=budget)
+                    if (guess := probe.ahead()) is not None and guess not in sent:
+                        sent[guess] = client.start(guess.service, guess.method, timeout=budget)
+                    reply = client.result(sent.pop(call))
                 except KuasarError as exc:
                     probe.receive_error(exc)
                     continue
                 probe.receive_reply(reply)
+            for stream_id in sent.values():
+                client.abandon(stream_id)
         except BaseException:
             client.close()
             raise

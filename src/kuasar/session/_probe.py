@@ -113,6 +113,13 @@ class GuestProbe:
         """The call to make now, or ``None`` once the kind is known."""
         return self._pending
 
+    def ahead(self) -> Call | None:
+        """A call a driver may send together with :meth:`next_call`'s, before its answer, to save a
+        round trip: ``Agent/Ping`` with the first ``Health/Check`` (our agent, the common guest,
+        answers both). It stays a guess: it is the next call only if the answers lead to it, and
+        a driver drops its answer otherwise."""
+        return _PING if self._pending == _CHECK and not self.answers else None
+
     def unreachable(self, error: TransportError | None = None) -> None:
         """Nothing answered on the agent port (dial or handshake failed, or no ttrpc there)."""
         self._pending = None

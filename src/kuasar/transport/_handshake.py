@@ -47,6 +47,11 @@ class HandshakeReader:
         self._line: bytes | None = None
 
     @property
+    def limit(self) -> int:
+        """The longest line accepted, newline included."""
+        return self._limit
+
+    @property
     def received(self) -> bytes:
         """Every byte of the line consumed so far (for error messages)."""
         return bytes(self._buf)
@@ -226,7 +231,7 @@ def trace_refused(address: HvsockAddress, reason: str) -> None:
 
 
 def reply_byte(reader: HandshakeReader, byte: bytes) -> tuple[bool, int | None]:
-    """Feed one byte of the VMM's reply: ``(done, host port)``.
+    """Feed one byte of the VMM's reply, or more up to its newline: ``(done, host port)``.
 
     Raises:
         ClosedBeforeOK: EOF (``byte`` is empty) before the line ended.

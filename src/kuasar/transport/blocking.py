@@ -114,13 +114,19 @@ def _dial_hvsock(address: HvsockAddress, limits: Limits, budget: float, retry: b
 def _handshake(
     sock: _socket.socket, address: HvsockAddress, reader: HandshakeReader, deadline: float
 ) -> int | None:
-    """Send CONNECT and read the reply byte by byte, bounded by ``deadline`` (``TimeoutError``)."""
+    """Send CONNECT and read the reply line, bounded by ``deadline`` (``TimeoutError``): each read
+    peeks at what came (``MSG_PEEK``) and takes it only up to the line's end, so no byte after the
+    ``OK`` line is consumed (as reading byte by byte, in a recv or two instead of one per byte)."""
     with reply_errors(address, reader):
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         sock.sendall(format_connect(address.port))
         while True:
             sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            done, host_port = reply_byte(reader, sock.recv(1))
+            room = max(reader.limit - len(reader.received), 1)  # one past the limit: too long
+            peeked = sock.recv(room, _socket.MSG_PEEK)
+            end = peeked.find(b"\n")
+            taken = sock.recv(len(peeked) if end < 0 else end + 1) if peeked else b""
+            done, host_port = reply_byte(reader, taken)
             if done:
                 return host_port
     raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises

@@ -37,6 +37,8 @@ class BlockingClient:
         self.sock = sock
         self.limits = limits
         self.core = ClientCore(limits.max_message)
+        self._pending: dict[int, _Pending] = {}
+        self._finished: dict[int, Finished] = {}
 
     def close(self) -> None:
         self.sock.close()
@@ -78,34 +80,87 @@ class BlockingClient:
             DeadlineExceeded: ``timeout`` expired.
             ConnectionClosed, ProtocolError: the connection failed.
         """
-        span = Span(f"ttrpc /{service}/{method}") if tracing() else None
-        deadline = None if timeout is None else time.monotonic() + timeout
-        stream_id = 0
+        return self.result(self.start(service, method, payload, timeout=timeout))
+
+    def start(self, service: str, method: str, payload: bytes = b"", *, timeout: float | None = None) -> int:
+        """Queue a unary call's request and return its stream id: calls started one after another
+        leave in one write and share one round trip. :meth:`result` sends what is queued and
+        reads an answer (in any order); :meth:`abandon` drops one nobody will read.
+
+        Raises:
+            RPCError: ``RESOURCE_EXHAUSTED``, the request is over the size limit.
+            ProtocolError: the connection's stream ids are used up.
+        """
+        pending = _Pending(service, method, len(payload), timeout)
         try:
-            stream_id = self.core.open(service, method, payload, timeout=timeout)
-            self.flush(deadline)
-            reply = self._reply(stream_id, deadline)
-        except DeadlineExceeded:
-            self.core.abandon(stream_id)
-            error = DeadlineExceeded(f"ttrpc: /{service}/{method} timed out after {timeout}s")
-            if span is not None:
-                trace_call(span, stream_id, len(payload), 0, outcome(error))
-            raise error from None
+            pending.stream_id = self.core.open(service, method, payload, timeout=timeout)
         except BaseException as exc:
-            if span is not None:
-                trace_call(span, stream_id, len(payload), 0, outcome(exc))
+            self._end(pending, outcome(exc))
             raise
-        if span is not None:
-            trace_call(span, stream_id, len(payload), len(reply), "OK")
+        self._pending[pending.stream_id] = pending
+        return pending.stream_id
+
+    def result(self, stream_id: int) -> bytes:
+        """The answer of a call :meth:`start` sent, waiting for it until the call's timeout.
+
+        Raises:
+            RPCError, DeadlineExceeded, ConnectionClosed, ProtocolError: as :meth:`call`.
+        """
+        pending = self._pending[stream_id]
+        try:
+            self.flush(pending.deadline)
+            event = self._wait(stream_id, pending.deadline)
+        except DeadlineExceeded:
+            raise self._timed_out(pending) from None
+        except BaseException as exc:
+            self._end(pending, outcome(exc))
+            raise
+        if event.error is not None:
+            self._end(pending, outcome(event.error))
+            raise event.error
+        reply = event.payload or b""
+        self._end(pending, "OK", len(reply))
         return reply
 
-    def _reply(self, stream_id: int, deadline: float | None) -> bytes:
-        while True:
+    def _wait(self, stream_id: int, deadline: float | None) -> Finished:
+        while stream_id not in self._finished:
             for event in self.receive(deadline):
-                if isinstance(event, Finished) and event.stream_id == stream_id:
-                    if event.error is not None:
-                        raise event.error
-                    return event.payload or b""
+                if isinstance(event, Finished) and event.stream_id in self._pending:
+                    self._finished[event.stream_id] = event
+        return self._finished[stream_id]
+
+    def abandon(self, stream_id: int) -> None:
+        """Forget a call :meth:`start` sent: its answer, come or to come, is dropped."""
+        pending = self._pending.get(stream_id)
+        if pending is not None:
+            self._end(pending, "not read (the client did not need it)")
+
+    def _timed_out(self, pending: _Pending) -> DeadlineExceeded:
+        error = DeadlineExceeded(f"ttrpc: /{pending.method} timed out after {pending.timeout}s")
+        self._end(pending, outcome(error))
+        return error
+
+    def _end(self, pending: _Pending, how: str, received: int = 0) -> None:
+        """Forget ``pending`` (later frames for it are dropped) and trace how it ended."""
+        self._pending.pop(pending.stream_id, None)
+        self._finished.pop(pending.stream_id, None)
+        self.core.abandon(pending.stream_id)
+        if pending.span is not None:
+            trace_call(pending.span, pending.stream_id, pending.sent, received, how)
+
+
+class _Pending:
+    """A unary call sent and not yet read."""
+
+    __slots__ = ("deadline", "method", "sent", "span", "stream_id", "timeout")
+
+    def __init__(self, service: str, method: str, sent: int, timeout: float | None) -> None:
+        self.method = f"{service}/{method}"
+        self.span = Span(f"ttrpc /{self.method}") if tracing() else None
+        self.timeout = timeout
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.sent = sent
+        self.stream_id = 0
 
 
 @contextlib.contextmanager
