@@ -25,8 +25,11 @@ setup: $(STAMP)
 demo: $(STAMP)
 	@BIN=$(BIN) SANDBOX_ROOT=$(SANDBOX_ROOT) DEMO_ID=$(DEMO_ID) ./scripts/demo.sh
 
+# Every tier that runs here: unit, functional and interop, then the vm tier (QEMU/TCG guests, ~3 min;
+# each tier skips with its reason when what it needs is missing).
 test: $(STAMP) lint
 	$(PY) -m pytest -q tests/unit tests/functional tests/interop
+	$(PY) -m pytest -q -m vm tests/vm
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -q tests/unit
@@ -37,10 +40,11 @@ test-functional: $(STAMP)
 test-interop: $(STAMP)
 	$(PY) -m pytest -q tests/interop
 
-# A real Linux guest under QEMU (TCG) behind our vhost-user-vsock device (kuasar.vmm); opt-in, not
-# part of `make test` yet. Needs qemu-system-x86, busybox-static and socat (apt-get install); the
-# kernel package is fetched with apt-get download once and cached in ~/.cache/kuasar-py/vm-test.
-# Prints its measured numbers. Do not run it beside other heavy work on a 2-core machine.
+# Real Linux guests under QEMU (TCG) behind our vhost-user-vsock device (kuasar.vmm): the device with
+# socat services, and `sandbox run --vmm qemu` with kuasar-agent as PID 1. Needs qemu-system-x86,
+# busybox-static, socat, runc and tmux (scripts/setup-debian.sh); the kernel packages are fetched with
+# apt-get download once and cached in ~/.cache/kuasar-py. Prints its measured numbers (-s). Do not
+# run it beside other heavy work on a 2-core machine.
 test-vm: $(STAMP)
 	$(PY) -m pytest -q -s -m vm tests/vm
 

@@ -9,7 +9,7 @@
 #   qemu-system-x86   the vm tier boots a real guest kernel under TCG against our vhost-user-vsock device
 set -euo pipefail
 want=(tmux socat runc busybox-static golang-go golang-github-containerd-ttrpc-dev containerd python3-venv procps
-      qemu-system-x86)
+      qemu-system-x86 iproute2)
 missing=()
 for pkg in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

@@ -37,8 +37,9 @@ from kuasar.errors import KuasarError
 __all__ = ["MODULES", "GuestImage", "ImageError", "build", "cache_dir", "module_order"]
 
 KERNEL_META = "linux-image-amd64"
-#: The modules the guest needs; their dependencies are added and ordered by :func:`module_order`.
-MODULES = ("virtio_pci", "9p", "9pnet_virtio", "vmw_vsock_virtio_transport")
+#: The modules the guest needs (vsock_diag: ``ss --vsock`` works in the guest); their dependencies are
+#: added and ordered by :func:`module_order`.
+MODULES = ("virtio_pci", "9p", "9pnet_virtio", "vmw_vsock_virtio_transport", "vsock_diag")
 INIT = Path(__file__).with_name("guest_init.sh")
 _DEB_GLOB = "linux-image-*-amd64_*.deb"
 _TIMEOUT = 600.0

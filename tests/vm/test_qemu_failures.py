@@ -1,0 +1,86 @@
+"""QEMU sandboxes that go wrong: a guest that never answers, a guest that hangs at stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from kuasar.config import DEFAULT_LIMITS
+from kuasar.vmm import image
+from kuasar.vmm.qemu import VmSpec
+from kuasar.vmm.qemu_guest import BootError, QemuGuest
+from kuasar.vmm.qmp import Qmp
+from tests.functional.cli_helpers import short_tmpdir
+from tests.vm.conftest import process_gone, start_qemu_sandbox, stop_qemu_sandbox
+
+from .guest_image import Unavailable
+from .qemu_vm import qemu_binary
+
+pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
+
+NEVER_ANSWERS = str(Path(__file__).with_name("never_answers.sh"))
+
+
+def _image() -> image.GuestImage:
+    try:
+        qemu_binary()
+        return image.build()
+    except (Unavailable, image.ImageError) as exc:
+        pytest.skip(f"no guest VM: {exc}")
+
+
+@pytest.mark.asyncio
+async def test_a_guest_that_never_answers_is_a_boot_timeout_with_the_console_tail() -> None:
+    guest_image = _image()
+    directory = short_tmpdir("kqf")
+    spec = VmSpec(
+        name="mute",
+        directory=directory,
+        kernel=str(guest_image.kernel),
+        initrd=str(guest_image.initrd),
+        python=NEVER_ANSWERS,
+    )
+    guest = QemuGuest(spec, accel="tcg", limits=DEFAULT_LIMITS.replace(vm_boot_timeout=25))
+    started = time.monotonic()
+    try:
+        with pytest.raises(BootError) as caught:
+            await guest.start()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    assert 25 <= time.monotonic() - started < 60
+    assert str(caught.value) == "the guest did not answer on vsock port 1024 within 25 s"
+    hints = "\n".join(caught.value.hints)
+    assert hints.startswith("console.log:") and "never-answers: PID 1 up, serving nothing" in hints, hints
+    assert "--boot-timeout" in caught.value.hints[-1]
+    assert guest.qemu is None and guest.device is None  # both killed and reaped on the way out
+
+
+def test_stop_of_a_hung_guest_is_forced_after_the_grace() -> None:
+    sandbox = start_qemu_sandbox("hung-1")
+    try:
+        with open(os.path.join(sandbox.directory, "sandbox.json"), encoding="utf-8") as file:
+            state = json.load(file)
+
+        async def pause() -> None:  # the guest's CPUs stop: ctrl-alt-delete can never be handled
+            async with await Qmp.connect(os.path.join(sandbox.directory, "qmp.sock")) as qmp:
+                await qmp.execute("stop")
+                assert (await qmp.execute("query-status"))["status"] == "paused"
+
+        asyncio.run(pause())
+        start = time.monotonic()
+        done = sandbox.ctl("sandbox", "stop", "{id}")
+        took = time.monotonic() - start
+        assert done.returncode == 0, done.stderr
+        grace = DEFAULT_LIMITS.vm_poweroff_grace
+        assert grace <= took < grace + DEFAULT_LIMITS.sandbox_stop_timeout, took
+        assert not os.path.exists(sandbox.directory)
+        for pid in (state["supervisor_pid"], state["agent_pid"], state["device_pid"]):
+            assert process_gone(pid), f"PID {pid} is still running"
+    finally:
+        stop_qemu_sandbox(sandbox)
