@@ -52,12 +52,8 @@ MAX_EXEC_LINE = 4096
 STDIN_LINE = 1024
 #: The wrapper's exit status when ``-w DIR`` cannot be entered (as the agent API's INVALID_ARGUMENT).
 CWD_FAILED = 125
-#: The shell of ``exec -it SANDBOX`` with no command: bash when the guest has it.
-DEFAULT_SHELL = ("/bin/sh", "-c", "command -v bash >/dev/null 2>&1 && exec bash; exec sh")
 #: Bytes kept from before the start marker, shown if the marker never comes (e.g. "sh: not found").
 _MAX_PREAMBLE = 64 * 1024
-#: What makes one argument a shell command line, besides whitespace (``str.isspace``, as ``\s``).
-_SHELL_SYNTAX = frozenset(";&|<>()$`\\\"'*?[]#~=%{}!")
 #: Bytes that may travel as themselves in a printf format: printable ASCII but ``%``, ``\\``, ``'``.
 _LITERAL = frozenset(range(0x20, 0x7F)) - frozenset(b"%\\'")
 #: Each byte's printf-format spelling: itself, ``%%``, or a three-digit octal escape.
@@ -67,7 +63,7 @@ _FORMAT = [bytes([b]) if b in _LITERAL else b"%%" if b == 0x25 else b"\\%03o" % 
 @functools.cache
 def _pattern(name: str) -> re.Pattern[bytes]:
     """This module's byte patterns, compiled on first use (``import re`` is not on exec's
-    start-up path: the agent API path uses only :func:`command_argv` from here)."""
+    start-up path)."""
     import re
 
     patterns = {"printable": rb"[\x20-\x7e]*", "not literal": rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]"}
@@ -137,14 +133,6 @@ def encode_format(data: bytes) -> bytes:
 
 def _format_byte(match: re.Match[bytes]) -> bytes:
     return _FORMAT[match[0][0]]
-
-
-def command_argv(argv: Sequence[str]) -> list[str]:
-    """The argv to run: a single argument with spaces or shell syntax is a shell command line
-    (``exec -t pod "ls -la && ps aux"``), as in the original kuasarctl."""
-    if len(argv) == 1 and any(char in _SHELL_SYNTAX or char.isspace() for char in argv[0]):
-        return ["sh", "-c", argv[0]]
-    return list(argv)
 
 
 def _as_bytes(value: str | bytes) -> bytes:

@@ -10,12 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kuasar import console
+from kuasar.commandline import command_argv
 from kuasar.console import (
     MAX_EXEC_LINE,
     MarkerStripper,
     StdinMode,
     build_exec_line,
-    command_argv,
     new_token,
     shell_quote,
 )
@@ -163,7 +163,7 @@ _TEXT = st.text(st.characters(codec="utf-8") | st.sampled_from(list(" \t\n\x0b\x
 @given(_TEXT)
 def test_shell_syntax_is_what_the_regex_was(text: str) -> None:
     expected = ["sh", "-c", text] if _SHELL_SYNTAX_RE.search(text) else [text]
-    assert console.command_argv([text]) == expected
+    assert command_argv([text]) == expected
 
 
 @settings(max_examples=500, deadline=None)

@@ -50,7 +50,10 @@ LAYERS: dict[str, Layer] = {
     "protobuf": Layer(("google.protobuf",), ("protobuf",)),
     "proto": Layer(("kuasar.proto",), ("proto", "protobuf")),  # generated stubs
     # errors, config and address at the bottom; the root package re-exports KuasarError only.
-    "bottom": Layer((ROOT, "kuasar.config", "kuasar.address", "kuasar._log", "kuasar.userspec"), ("leaf",)),
+    "bottom": Layer(
+        (ROOT, "kuasar.config", "kuasar.address", "kuasar._log", "kuasar.userspec", "kuasar.commandline"),
+        ("leaf",),
+    ),
     # Host and guest share only neutral modules (§3b): no side, no ttrpc, no protobuf.
     "neutral": Layer(("kuasar.rootpath", "kuasar.tarstream", "kuasar.fscopy"), ("leaf", "bottom", "neutral")),
     # The protobuf wire codec of the hot messages, byte-identical to the stubs, without protobuf.

@@ -282,7 +282,8 @@ async def _console_run(
     streams: tuple[asyncio.StreamReader, asyncio.StreamWriter], command: _Command, sink: OutputCallback
 ) -> int | None:
     from kuasar import console_session
-    from kuasar.console import ConsoleExec, StdinMode, command_argv
+    from kuasar.commandline import command_argv
+    from kuasar.console import ConsoleExec, StdinMode
     from kuasar.remote_process import STDOUT
 
     reader, writer = streams

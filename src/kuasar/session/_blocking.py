@@ -13,7 +13,6 @@ from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportErro
 from kuasar.session import _diagnose
 from kuasar.session._probe import Call, ExecPath, GuestKind, GuestProbe, console_dial, exec_paths
 from kuasar.session._target import GuestTarget
-from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_process_result
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -145,6 +144,8 @@ class BlockingSession:
             DeadlineExceeded: ``timeout`` expired.
             KuasarError: no SandboxService there, or the call failed otherwise.
         """
+        from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_process_result
+
         if self.client is None:
             raise _diagnose.needs_api(self.target.label, self.kind, "ExecVMProcess")
         command, request = vm_process_request(argv, input=input, env=env, cwd=cwd)

@@ -75,7 +75,7 @@ def run_api(
         CommandNotFound, CommandNotExecutable, RPCError: the agent refused to start it.
         ConnectionClosed, ProtocolError: the connection failed.
     """
-    from kuasar.console import DEFAULT_SHELL, command_argv
+    from kuasar.commandline import DEFAULT_SHELL, command_argv
     from kuasar.ctl import terminal
     from kuasar.ctl.main import exit_code_for
     from kuasar.errors import Interrupted

@@ -275,13 +275,14 @@ def _dispatch(
 ) -> int:
     """Probe the guest once (blocking session) and run the command by the path it has, or the one
     forced. ``--console`` skips the probe altogether."""
-    from kuasar.ctl.commands import exec_console
     from kuasar.session import ExecPath
     from kuasar.session._blocking import BlockingSession, open_console
 
     connect = args.connect_timeout if deadline is None else min(args.connect_timeout, args.timeout)
     forced = _forced_path(args)
     if forced is ExecPath.CONSOLE:
+        from kuasar.ctl.commands import exec_console
+
         sock = open_console(target, connect_timeout=connect)
         return exec_console.run_console(sock, args, command, env, escape=escape, deadline=deadline)
     if forced is None and args.port is not None and not api_only:
@@ -305,8 +306,12 @@ def _dispatch(
                     if args.interactive and args.tty:
                         raise session.interactive_needs_console() from None
                     continue
+                from kuasar.ctl.commands import exec_console
+
                 return exec_console.run_console(sock, args, command, env, escape=escape, deadline=deadline)
             if path is ExecPath.VM_PROCESS:
+                from kuasar.ctl.commands import exec_console
+
                 return exec_console.run_vm_process(session, args, command, env, deadline)
     raise AssertionError("unreachable: every guest has the console path")  # pragma: no cover
 

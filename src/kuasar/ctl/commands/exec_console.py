@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 def console_core(args: Namespace, command: list[str], env: dict[str, str]) -> ConsoleExec:
     """The console command: an interactive one with the client's terminal, or a one-shot one."""
-    from kuasar.console import DEFAULT_SHELL, ConsoleExec, StdinMode, TerminalSetup, command_argv
+    from kuasar.commandline import DEFAULT_SHELL, command_argv
+    from kuasar.console import ConsoleExec, StdinMode, TerminalSetup
     from kuasar.ctl import terminal
 
     if args.interactive and args.tty:
@@ -82,7 +83,7 @@ def run_vm_process(
 ) -> int:
     """One command through a stock vmm-task's ExecVMProcess: stdin sent whole, output at the end."""
     from kuasar._fdio import write_all_blocking
-    from kuasar.console import command_argv
+    from kuasar.commandline import command_argv
     from kuasar.ctl.main import exit_code_for
 
     if args.interactive and args.tty:
