@@ -1,7 +1,7 @@
-"""The blocking driver of a debug-console exec, for one-shot CLI runs: ``selectors`` over the
+"""The blocking driver of a debug-console exec, for one-shot CLI runs: an epoll over the
 console socket and raw fds; every protocol rule is in the sans-IO :class:`kuasar.console.ConsoleExec`.
 
-Layer contract: beside :mod:`kuasar.console_session` (the asyncio driver); stdlib ``selectors``,
+Layer contract: beside :mod:`kuasar.console_session` (the asyncio driver); ``kuasar._poll`` (epoll),
 ``os`` and ``kuasar.console``. No asyncio, no logging, no protobuf. Output goes to an fd
 as it arrives (one write per read); input is read from an fd only once the command has started,
 and not while more than :data:`INPUT_HIGH_WATER` bytes wait for the console.
@@ -10,10 +10,10 @@ and not while more than :data:`INPUT_HIGH_WATER` bytes wait for the console.
 from __future__ import annotations
 
 import os
-import selectors
 import time
 
 from kuasar._fdio import write_all_blocking
+from kuasar._poll import READ, WRITE, Poller
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.console import ConsoleExec, SessionResult
 from kuasar.errors import ConnectionClosed, DeadlineExceeded
@@ -33,7 +33,7 @@ class _Relay:
         self.core = core
         self.output_fd = output_fd
         self.pending = bytearray()
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.input_fd: int | None = None
         self.input_open = False
         #: stdin cannot be polled (a regular file, /dev/null): it is always ready.
@@ -44,14 +44,13 @@ class _Relay:
         self._interest()
 
     def _interest(self) -> None:
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.pending else 0)
-        self.selector.modify(self.sock, events)
+        self.selector.modify(self.sock.fileno(), READ | (WRITE if self.pending else 0))
         if self.input_fd is not None:
             wanted = self.input_open and self.core.started and len(self.pending) < INPUT_HIGH_WATER
-            registered = self.input_fd in self.selector.get_map()
+            registered = self.input_fd in self.selector
             if wanted and not registered and not self.input_always_ready:
                 try:
-                    self.selector.register(self.input_fd, selectors.EVENT_READ)
+                    self.selector.register(self.input_fd, READ)
                 except PermissionError:  # epoll refuses regular files: they never block
                     self.input_always_ready = True
             elif registered and not wanted:
@@ -67,7 +66,7 @@ class _Relay:
         )
 
     def on_socket(self, events: int) -> None:
-        if events & selectors.EVENT_WRITE and self.pending:
+        if events & WRITE and self.pending:
             try:
                 sent = self.sock.send(self.pending)
             except BlockingIOError:
@@ -77,7 +76,7 @@ class _Relay:
                     f"the debug console connection failed: {exc.strerror or exc}"
                 ) from None
             del self.pending[:sent]
-        if events & selectors.EVENT_READ:
+        if events & READ:
             try:
                 data = self.sock.recv(READ_CHUNK)
             except BlockingIOError:
@@ -137,7 +136,7 @@ def run(
     start_by = time.monotonic() + limits.console_start_timeout
     sock.setblocking(False)
     relay = _Relay(sock, core, output_fd)
-    relay.selector.register(sock, selectors.EVENT_READ)
+    relay.selector.register(sock.fileno(), READ)
     relay.input_fd = input_fd
     relay.input_open = input_fd is not None
     relay.queue(core.initiate())
@@ -155,8 +154,8 @@ def run(
                 timeout = 0
                 if relay.on_input(escape):
                     return SessionResult(None, detached=True)
-            for key, events in relay.selector.select(timeout):
-                if key.fileobj is sock:
+            for fd, events in relay.selector.select(timeout):
+                if fd == sock.fileno():
                     relay.on_socket(events)
                 elif relay.on_input(escape):
                     return SessionResult(None, detached=True)

@@ -2,7 +2,7 @@
 stdin, separate stdout and stderr, a PTY with live resize, Ctrl-C forwarded as SIGINT, the detach key.
 
 Layer contract: ``kuasar.ctl`` only; the session's :class:`~kuasar.session._process.BlockingProcess`
-(the Exec stream on a probed blocking connection) and ``selectors`` over it, stdin and a signal
+(the Exec stream on a probed blocking connection) and an epoll (``kuasar._poll``) over it, stdin and a signal
 wake-up pipe; the local terminal. No asyncio, no protobuf. Leaving before the process exited
 (detach, timeout, error) sends it SIGKILL.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import selectors
 import signal
 import sys
 import time
 
 from kuasar._fdio import write_all_blocking
+from kuasar._poll import READ, WRITE, Poller
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.errors import DeadlineExceeded
 from kuasar.remote_exec import STDOUT, exec_start
@@ -151,13 +151,13 @@ class _Loop:
         self.deadline = deadline
         self.raw = raw
         self.escape = escape
-        self.selector = selectors.DefaultSelector()
+        self.selector = Poller()
         self.interrupted_at: float | None = None
 
     def run(self, stdout_fd: int, stderr_fd: int, size_fd: int) -> str:
         """``exited``, ``detached`` or ``interrupted``."""
-        self.selector.register(self.process, selectors.EVENT_READ)
-        self.selector.register(self.signals.read_fd, selectors.EVENT_READ)
+        self.selector.register(self.process.fileno(), READ)
+        self.selector.register(self.signals.read_fd, READ)
         try:
             while not self.process.ended:
                 self._interest()
@@ -166,14 +166,14 @@ class _Loop:
                     timeout = 0
                     if (outcome := self._read_stdin()) is not None:
                         return outcome
-                for key, events in self.selector.select(timeout):
-                    if key.fileobj is self.process:
-                        for fd, data in self.process.on_ready(
-                            readable=bool(events & selectors.EVENT_READ),
-                            writable=bool(events & selectors.EVENT_WRITE),
+                for fd, events in self.selector.select(timeout):
+                    if fd == self.process.fileno():
+                        for stream, data in self.process.on_ready(
+                            readable=bool(events & READ),
+                            writable=bool(events & WRITE),
                         ):
-                            write_all_blocking(stdout_fd if fd == STDOUT else stderr_fd, data)
-                    elif key.fileobj == self.signals.read_fd:
+                            write_all_blocking(stdout_fd if stream == STDOUT else stderr_fd, data)
+                    elif fd == self.signals.read_fd:
                         if (outcome := self._on_signals(size_fd)) is not None:
                             return outcome
                     elif (outcome := self._read_stdin()) is not None:
@@ -188,14 +188,14 @@ class _Loop:
         return self.stdin_open and bool(self.process.pid) and self.process.backlog < _HIGH_WATER
 
     def _interest(self) -> None:
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if self.process.wants_write() else 0)
-        self.selector.modify(self.process, events)
+        events = READ | (WRITE if self.process.wants_write() else 0)
+        self.selector.modify(self.process.fileno(), events)
         if self.stdin_fd is None or self.stdin_always_ready:
             return
-        registered = self.stdin_fd in self.selector.get_map()
+        registered = self.stdin_fd in self.selector
         if self._stdin_wanted() and not registered:
             try:
-                self.selector.register(self.stdin_fd, selectors.EVENT_READ)
+                self.selector.register(self.stdin_fd, READ)
             except PermissionError:
                 self.stdin_always_ready = True
         elif registered and not self._stdin_wanted():
@@ -221,7 +221,7 @@ class _Loop:
         chunk = os.read(self.stdin_fd, READ_CHUNK)
         if not chunk:
             self.stdin_open = False
-            if self.stdin_fd in self.selector.get_map():
+            if self.stdin_fd in self.selector:
                 self.selector.unregister(self.stdin_fd)
             if not self.raw:
                 self.process.close_stdin()
