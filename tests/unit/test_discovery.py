@@ -174,3 +174,16 @@ def test_bad_queries(tmp_path: Path) -> None:
         resolve_sandbox("", [str(tmp_path)])
     with pytest.raises(UsageError, match="contains '/'"):
         resolve_sandbox("a/b", [str(tmp_path)])
+
+
+def test_a_kuasarctl_sandbox_whose_vmm_took_its_socket_is_still_found(tmp_path: Path) -> None:
+    """A QEMU sandbox whose QEMU died: the device removed task.socket, sandbox.json remains."""
+    from kuasar.sandbox import discovery, state
+
+    assert discovery.STATE_FILE == state.STATE_FILE
+    (tmp_path / "vm-1").mkdir()
+    (tmp_path / "vm-1" / "sandbox.json").write_text("{}")
+    (tmp_path / "not-a-sandbox").mkdir()
+    (ref,) = list_sandboxes([str(tmp_path)])
+    assert (ref.id, ref.socket, ref.layout) == ("vm-1", str(tmp_path / "vm-1" / "task.socket"), "kuasarctl")
+    assert resolve_sandbox("vm", [str(tmp_path)]) == ref

@@ -1,4 +1,4 @@
-"""QEMU sandboxes that go wrong: a guest that never answers, a guest that hangs at stop."""
+"""QEMU sandboxes that go wrong: a guest that never answers, one that hangs at stop, a QEMU that dies."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from kuasar.vmm.qemu import VmSpec
 from kuasar.vmm.qemu_guest import BootError, QemuGuest
 from kuasar.vmm.qmp import Qmp
 from tests.functional.cli_helpers import short_tmpdir
+from tests.functional.tmux_helpers import wait_for
 from tests.vm.conftest import process_gone, start_qemu_sandbox, stop_qemu_sandbox
 
 from .guest_image import Unavailable
@@ -82,5 +84,27 @@ def test_stop_of_a_hung_guest_is_forced_after_the_grace() -> None:
         assert not os.path.exists(sandbox.directory)
         for pid in (state["supervisor_pid"], state["agent_pid"], state["device_pid"]):
             assert process_gone(pid), f"PID {pid} is still running"
+    finally:
+        stop_qemu_sandbox(sandbox)
+
+
+def test_a_crashed_qemu_shows_in_ps_and_stop_cleans_up() -> None:
+    sandbox = start_qemu_sandbox("crash-1")
+    try:
+        with open(os.path.join(sandbox.directory, "sandbox.json"), encoding="utf-8") as file:
+            state = json.load(file)
+        os.kill(state["agent_pid"], signal.SIGKILL)  # QEMU
+
+        def row() -> dict[str, object]:
+            (only,) = json.loads(sandbox.ctl("ps", "-o", "json").stdout)
+            return dict(only)
+
+        assert wait_for(lambda: row()["state"] == "vm-exited", timeout=30), row()
+        assert row()["reason"] == "QEMU exited with status 137 (killed by SIGKILL)"
+        assert wait_for(lambda: process_gone(state["device_pid"]), timeout=30)  # the device noticed
+        done = sandbox.ctl("exec", "-t", "{id}", "true")
+        assert done.returncode == 125 and b"Error:" in done.stderr
+        assert sandbox.ctl("sandbox", "stop", "{id}").returncode == 0
+        assert not os.path.exists(sandbox.directory) and process_gone(state["supervisor_pid"])
     finally:
         stop_qemu_sandbox(sandbox)
