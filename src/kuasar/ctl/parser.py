@@ -15,12 +15,17 @@ own subcommands), so each of them gets, without asking:
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import sys
 import textwrap
-from typing import Any, NoReturn
 
 from kuasar._text import printable
 from kuasar.ctl.quickparse import VERBOSE_DEST
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 _ROLE = re.compile(r":[a-z]+:`~?(?:[\w.]*\.)?([^`]+)`")
 _LITERAL = re.compile(r"``(.+?)``")
@@ -33,8 +38,30 @@ def plain(text: str) -> str:
     return re.sub(r"::$", ":", text, flags=re.MULTILINE)
 
 
+def terminal_columns() -> int:
+    """``shutil.get_terminal_size().columns`` (``$COLUMNS``, else the terminal on stdout, else 80),
+    which argparse's formatter asks for, without importing ``shutil`` (and its ``bz2``, ``lzma``)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns > 0:
+        return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
+
+
 class HelpFormatter(argparse.HelpFormatter):
     """Plain-text help: markup removed, prose wrapped, indented blocks verbatim, defaults shown."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        # argparse's own default width: the terminal's columns less 2
+        width = terminal_columns() - 2 if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
 
     def _format_text(self, text: str) -> str:
         if "%(prog)" in text:
