@@ -81,6 +81,12 @@ class Limits(Record):
             unusable on this host and the boot is redone under TCG.
         vm_poweroff_grace: after ctrl-alt-delete, how long a QEMU guest has to power off before QEMU
             is told to quit (then killed).
+        vsock_buf_alloc: the vsock device's receive buffer per stream (the credit it grants the
+            guest), in bytes.
+        vsock_request_timeout: how long the vsock device waits for the guest's answer to a host
+            ``CONNECT`` before it gives up on it (the host client sees a close without reply).
+        vsock_max_streams: the most streams (and host clients in handshake) the vsock device keeps
+            at once; more are refused.
     """
 
     max_message: int = TTRPC_MAX_MESSAGE
@@ -113,6 +119,9 @@ class Limits(Record):
     vm_boot_timeout: float = 300.0
     kvm_probe_timeout: float = 20.0
     vm_poweroff_grace: float = 10.0
+    vsock_buf_alloc: int = 256 * 1024
+    vsock_request_timeout: float = 5.0
+    vsock_max_streams: int = 1024
 
     def __post_init__(self) -> None:
         kinds = type(self).__annotations__

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kuasar.config import TEST_LIMITS
+from kuasar.config import DEFAULT_LIMITS, TEST_LIMITS
 from kuasar.vmm.testing import guest_packet
 from kuasar.vmm.vsock_conn import Link, State
 from kuasar.vmm.vsock_device import Muxer, next_host_port
@@ -167,7 +167,7 @@ def test_the_guest_refuses_with_rst() -> None:
 
 
 def test_an_unanswered_request_is_reset_after_the_timeout() -> None:
-    mux = Muxer(3, request_timeout=5.0)
+    mux = Muxer(3, limits=DEFAULT_LIMITS.replace(vsock_request_timeout=5.0))
     link = mux.host_accepted(0.0)
     assert link is not None
     mux.host_data(link, b"CONNECT 1024\n", 1.0)
@@ -196,7 +196,7 @@ def test_host_ports_count_up_from_2_30_and_wrap_within_bit_30() -> None:
 
 
 def test_too_many_links_are_refused() -> None:
-    mux = Muxer(3, max_links=1)
+    mux = Muxer(3, limits=DEFAULT_LIMITS.replace(vsock_max_streams=1))
     assert mux.host_accepted(0.0) is not None
     assert mux.host_accepted(0.0) is None
 
@@ -225,13 +225,13 @@ def test_host_to_guest_credit_exhaustion_and_credit_request() -> None:
 
 
 def test_the_read_budget_is_bounded_by_our_buffer_too() -> None:
-    mux = Muxer(3, buf_alloc=4096)
+    mux = Muxer(3, limits=DEFAULT_LIMITS.replace(vsock_buf_alloc=4096))
     link = connect(mux, buf_alloc=2**32 - 1)
     assert link.read_budget() == 4096
 
 
 def test_guest_to_host_credit_violation_resets() -> None:
-    mux = Muxer(3, buf_alloc=100)
+    mux = Muxer(3, limits=DEFAULT_LIMITS.replace(vsock_buf_alloc=100))
     link = connect(mux)
     guest_says(mux, link, Op.RW, b"a" * 100)
     assert not link.abort
@@ -241,7 +241,7 @@ def test_guest_to_host_credit_violation_resets() -> None:
 
 
 def test_credit_update_after_a_quarter_of_buf_alloc_is_forwarded() -> None:
-    mux = Muxer(3, buf_alloc=400)
+    mux = Muxer(3, limits=DEFAULT_LIMITS.replace(vsock_buf_alloc=400))
     link = connect(mux)
     guest_says(mux, link, Op.RW, b"a" * 300)
     mux.host_sent(link, 99)
@@ -424,7 +424,7 @@ def test_seqpacket_is_refused_with_rst() -> None:
 def test_any_packet_sequence_keeps_the_muxer_consistent(
     packets: list[tuple[int, int, int, bytes, int, int]], host_events: list[str]
 ) -> None:
-    mux = Muxer(3, buf_alloc=256)
+    mux = Muxer(3, limits=DEFAULT_LIMITS.replace(vsock_buf_alloc=256))
     link = connect(mux)
     for op, src, dst, payload, flags, credit in packets:
         mux.guest_packet(

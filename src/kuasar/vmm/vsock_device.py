@@ -32,12 +32,8 @@ from kuasar.transport._handshake import FIRST_HOST_PORT, describe, next_host_por
 from kuasar.vmm.vsock_conn import Link, State
 from kuasar.vmm.vsock_packet import HOST_CID, TYPE_STREAM, Header, Op, PacketError, decode_packet
 
-__all__ = ["DEFAULT_BUF_ALLOC", "Muxer"]
+__all__ = ["Muxer"]
 
-#: Our receive buffer per stream (what the guest may have in flight to us).
-DEFAULT_BUF_ALLOC = 256 * 1024
-#: How long a CONNECT waits for the guest's RESPONSE or RST (facts §9).
-REQUEST_TIMEOUT = 5.0
 #: Bound on control packets queued for ports that have no stream (RSTs to strays).
 _MAX_CONTROL = 1024
 
@@ -49,26 +45,23 @@ class Muxer:
 
     Args:
         guest_cid: the guest's CID (what GET_CONFIG reported).
-        buf_alloc: our receive buffer per stream.
-        limits: ``handshake_line`` and ``handshake_timeout`` bound the CONNECT line.
-        request_timeout: how long a host CONNECT waits for the guest's answer.
-        max_links: the most streams (and host clients in handshake) at once; more are refused.
+        limits: ``handshake_line`` and ``handshake_timeout`` bound the CONNECT line;
+            ``vsock_buf_alloc`` is our receive buffer per stream, ``vsock_request_timeout`` how long
+            a host CONNECT waits for the guest's answer, ``vsock_max_streams`` the most streams (and
+            host clients in handshake) at once — more are refused.
     """
 
     def __init__(
         self,
         guest_cid: int,
         *,
-        buf_alloc: int = DEFAULT_BUF_ALLOC,
         limits: Limits = DEFAULT_LIMITS,
-        request_timeout: float = REQUEST_TIMEOUT,
-        max_links: int = 1024,
     ) -> None:
         self.guest_cid = guest_cid
-        self.buf_alloc = buf_alloc
+        self.buf_alloc = limits.vsock_buf_alloc
         self.limits = limits
-        self.request_timeout = request_timeout
-        self.max_links = max_links
+        self.request_timeout = limits.vsock_request_timeout
+        self.max_links = limits.vsock_max_streams
         #: False while the device's queues are not running: a CONNECT is then refused at once.
         self.online = True
         self.links: dict[int, Link] = {}

@@ -43,7 +43,7 @@ from kuasar.vmm._memory import MappedMemory, map_regions
 from kuasar.vmm.backend import F_INDIRECT_DESC, F_VERSION_1, Backend
 from kuasar.vmm.vhost_user import MAX_FDS, MemoryRegion, VhostUserError
 from kuasar.vmm.virtqueue import GuestMemory, RingError, Virtqueue
-from kuasar.vmm.vsock_device import DEFAULT_BUF_ALLOC, Muxer
+from kuasar.vmm.vsock_device import Muxer
 from kuasar.vmm.vsock_packet import HEADER_SIZE
 
 __all__ = ["FEATURES", "VsockDevice", "main"]
@@ -67,8 +67,8 @@ class VsockDevice:
         uds_path: the hybrid vsock socket for host clients (``task.socket``); guest-initiated
             connections to host port P go to ``<uds_path>_<P>``.
         guest_cid: the guest's CID, answered in GET_CONFIG.
-        limits: the CONNECT line bounds.
-        buf_alloc: our receive buffer per stream.
+        limits: the CONNECT line bounds and the device's own (``vsock_buf_alloc``,
+            ``vsock_request_timeout``, ``vsock_max_streams``).
     """
 
     def __init__(
@@ -78,12 +78,11 @@ class VsockDevice:
         guest_cid: int,
         *,
         limits: Limits = DEFAULT_LIMITS,
-        buf_alloc: int = DEFAULT_BUF_ALLOC,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.socket_path = socket_path
         self.uds_path = uds_path
-        self.muxer = Muxer(guest_cid, buf_alloc=buf_alloc, limits=limits)
+        self.muxer = Muxer(guest_cid, limits=limits)
         self.backend = Backend(self, features=FEATURES, config=struct.pack("<Q", guest_cid), queues=2)
         self._clock = clock
         self._selector = selectors.DefaultSelector()
