@@ -113,7 +113,7 @@ def test_the_cpio_archive_is_what_cpio_itself_lists(tmp_path: Path) -> None:
         ("init", 0o100755, b"#!/bin/sh\n"),
     ]
     archive = tmp_path / "a.cpio"
-    archive.write_bytes(image._cpio_newc(entries))
+    archive.write_bytes(image.cpio_newc(entries))
     if not os.path.exists("/usr/bin/cpio"):
         pytest.skip("cpio is not installed (apt-get install cpio)")
     out = tmp_path / "out"

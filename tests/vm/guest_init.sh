@@ -7,8 +7,7 @@
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
-for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci vsock \
-         vmw_vsock_virtio_transport_common vmw_vsock_virtio_transport; do
+for m in $(cat /lib/modules/order); do  # dependency order (kuasar.vmm.image.module_order)
     insmod /lib/modules/$m.ko || echo "KUASAR-VM: insmod $m failed"
 done
 echo "KUASAR-VM: modules loaded at $(cut -d' ' -f1 /proc/uptime)"

@@ -34,7 +34,17 @@ from pathlib import Path
 
 from kuasar.errors import KuasarError
 
-__all__ = ["MODULES", "GuestImage", "ImageError", "build", "cache_dir", "module_order"]
+__all__ = [
+    "MODULES",
+    "GuestImage",
+    "ImageError",
+    "Kernel",
+    "build",
+    "cache_dir",
+    "cpio_newc",
+    "kernel",
+    "module_order",
+]
 
 KERNEL_META = "linux-image-amd64"
 #: The modules the guest needs (vsock_diag: ``ss --vsock`` works in the guest); their dependencies are
@@ -178,7 +188,7 @@ def module_order(index: dict[str, Path], wanted: tuple[str, ...] = MODULES) -> l
     return order
 
 
-def _cpio_newc(files: list[tuple[str, int, bytes]]) -> bytes:
+def cpio_newc(files: list[tuple[str, int, bytes]]) -> bytes:
     """A newc archive of ``(path, mode, data)`` entries, owned by root, with the trailer."""
     out = bytearray()
     for ino, (name, mode, data) in enumerate([*files, ("TRAILER!!!", 0, b"")], start=1):
@@ -200,9 +210,32 @@ def _busybox() -> bytes:
     return data
 
 
-def _entries(tree: Path, release: str) -> list[tuple[str, int, bytes]]:
-    modules = tree / "lib" / "modules" / release / "kernel"
-    index = {ko.name.removesuffix(".ko").replace("-", "_"): ko for ko in modules.rglob("*.ko")}
+@dataclass(frozen=True, slots=True)
+class Kernel:
+    """The unpacked kernel package: ``vmlinuz``, its release, and its modules by name."""
+
+    vmlinuz: Path
+    release: str
+    modules: dict[str, Path]
+
+
+def kernel() -> Kernel:
+    """The kernel package, fetched and unpacked into the cache on first use.
+
+    Raises:
+        ImageError: apt-get, dpkg-deb or the package is missing.
+    """
+    cache = cache_dir()
+    tree = _kernel_tree(cache, _kernel_deb(cache))
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise ImageError(f"the kernel package in {tree} has no boot/vmlinuz-*")
+    release = kernels[-1].name.removeprefix("vmlinuz-")
+    found = (tree / "lib" / "modules" / release / "kernel").rglob("*.ko")
+    return Kernel(kernels[-1], release, {ko.name.removesuffix(".ko").replace("-", "_"): ko for ko in found})
+
+
+def _entries(index: dict[str, Path]) -> list[tuple[str, int, bytes]]:
     order = module_order(index)
     entries: list[tuple[str, int, bytes]] = [
         (directory, 0o40755, b"") for directory in ("bin", "lib", "lib/modules", "dev", "proc", "sys")
@@ -224,13 +257,9 @@ def build() -> GuestImage:
         ImageError: a tool or the kernel package is missing (the hint says what to install).
     """
     cache = cache_dir()
-    tree = _kernel_tree(cache, _kernel_deb(cache))
-    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
-    if not kernels:
-        raise ImageError(f"the kernel package in {tree} has no boot/vmlinuz-*")
-    vmlinuz = kernels[-1]
-    release = vmlinuz.name.removeprefix("vmlinuz-")
-    entries = _entries(tree, release)
+    unpacked = kernel()
+    vmlinuz, release = unpacked.vmlinuz, unpacked.release
+    entries = _entries(unpacked.modules)
     digest = hashlib.sha256(release.encode())
     for name, mode, data in entries:
         digest.update(b"%s %o %d\0" % (name.encode(), mode, len(data)))
@@ -239,7 +268,7 @@ def build() -> GuestImage:
     if initrd.exists():
         return GuestImage(vmlinuz, initrd, release, built=False)
     partial = initrd.with_name(f"{initrd.name}.{os.getpid()}.partial")
-    partial.write_bytes(gzip.compress(_cpio_newc(entries), compresslevel=6))
+    partial.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=6))
     partial.rename(initrd)
     for stale in cache.glob("initrd-*.img"):  # built from inputs that changed since
         if stale != initrd:
