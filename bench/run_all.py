@@ -124,13 +124,13 @@ def ttrpc_rows(parsed: list[dict[str, Any]]) -> list[Row]:
         goal, met = "—", None
         if name.startswith("Py client -> Py server"):
             goal, met = "≥ 0.5x both", r1 is not None and r64 is not None and min(r1, r64) >= 0.5
-        elif name.startswith("Go client -> Py server"):
+        elif name.startswith(("Go client -> Py server", "Go client -> kuasar-agent")):
             goal, met = "≥ 0.5x at 64", r64 is not None and r64 >= 0.5
         elif name.startswith("Go client -> Go server"):
             goal = "the baseline"
         rows.append(
             row(
-                f"ttrpc Echo, {name}, 1 / 64 in flight, vs Go ↔ Go",
+                f"ttrpc {'' if 'Health' in name else 'Echo, '}{name}, 1 / 64 in flight, vs Go ↔ Go",
                 f"{cell(item['c1'], '.0f')} / {cell(item['c64'], '.0f')} calls/s",
                 f"{cell(r1, '.2f')}x / {cell(r64, '.2f')}x",
                 goal,

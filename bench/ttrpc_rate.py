@@ -5,6 +5,7 @@ Unary ``Echo`` calls per second on ONE connection with 1 and 64 calls in flight,
   Py client -> Go server
   Go client -> Py server
   Py client -> Py server          (server in its own process, like the Go server)
+  Go client -> kuasar-agent Health  (grpc.Health/Check on a real kuasar-agent on a UNIX socket)
 and Python server-streaming / client-streaming throughput in MB/s with 64 KiB messages.
 The Go peers are built from Debian packages by ``tests/interop/gopeers.py`` (rows skipped with
 the reason when Go is absent). ``--uvloop`` runs the Python side on uvloop too and reports both.
@@ -81,6 +82,34 @@ async def serve(path: str) -> None:
     listener.close()
     server.close()
     await server.wait_closed()
+
+
+@contextlib.contextmanager
+def agent_process(path: Path, home: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A real ``kuasar-agent`` serving its API on the UNIX socket ``path`` (no console, no root)."""
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "kuasar.agent", "--api", f"unix://{path}", "--no-debug-console"),
+            *("--state-dir", str(home / "state"), "--home", str(home), "--log-level", "warning"),
+            *("--ready-fd", "1"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != b"ready":
+            raise RuntimeError("kuasar-agent did not start")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 @contextlib.contextmanager
@@ -220,6 +249,15 @@ def main() -> int:
                     f"Py<->Py streaming ({loop_name}), 64 KiB messages: server->client {down:.0f} MB/s, "
                     f"client->server {up:.0f} MB/s"
                 )
+        if peers is not None:
+            agentsock = Path(tmp) / "agent.sock"
+            with agent_process(agentsock, Path(tmp)):
+                for c in CONCURRENCY:
+                    calls = go_bench_calls(c, secs, 10_000 if c == 1 else 40_000)
+                    rate = asyncio.run(
+                        run_go_bench(peers.client, agentsock, calls, c, service="grpc.Health", method="Check")
+                    )
+                    rows.setdefault("Go client -> kuasar-agent Health", {})[f"c{c}"] = rate
 
     base = rows.get("Go client -> Go server", {})
     header = f"{'unary Echo, one connection':<36} {'1 in flight':>12} {'ratio':>6}"

@@ -186,9 +186,17 @@ async def run_go_client(
 
 
 async def run_go_bench(
-    binary: Path, socket_path: Path | str, calls: int, concurrency: int, *, timeout: float = CLIENT_TIMEOUT
+    binary: Path,
+    socket_path: Path | str,
+    calls: int,
+    concurrency: int,
+    *,
+    timeout: float = CLIENT_TIMEOUT,
+    service: str = PEER_SERVICE,
+    method: str = "Echo",
 ) -> float:
-    """Run the Go client's bench mode; return its calls per second."""
+    """Run the Go client's bench mode (``service``/``method``: the peer's Echo, or
+    ``grpc.Health``/``Check`` of a real agent); return its calls per second."""
     proc = await asyncio.create_subprocess_exec(
         str(binary),
         "-socket",
@@ -197,6 +205,10 @@ async def run_go_bench(
         str(calls),
         "-concurrency",
         str(concurrency),
+        "-service",
+        service,
+        "-method",
+        method,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -8,13 +8,14 @@ script is also run against the Go server and the answers must match.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kuasar import ttrpc
-from tests.interop.gopeers import PEER_SERVICE, GoPeers, go_server, run_go_client
+from tests.interop.gopeers import PEER_SERVICE, GoPeers, go_server, run_go_bench, run_go_client
 from tests.interop.peer import python_server, value_len_for_frame
 
 MAX = 4 << 20
@@ -144,3 +145,21 @@ async def test_4_mib_frame_accepted_oversize_rejected_connection_kept_like_go(
             {"ok": True, "int": 3},
         ]
     )
+
+
+@pytest.mark.asyncio
+async def test_bench_mode_calls_health_check_with_method(go_peers: GoPeers, short_tmp: Path) -> None:
+    """``-service grpc.Health -method Check``: bench/ttrpc_rate.py's row against a real agent."""
+    path = short_tmp / "health.sock"
+    server = ttrpc.Server(ttrpc.health_handlers())
+    listener = await asyncio.start_unix_server(server.handle_connection, str(path))
+    try:
+        rate = await run_go_bench(go_peers.client, path, 200, 4, service="grpc.Health", method="Check")
+        assert rate > 0  # every call answered OK (the bench fails on any error)
+        with pytest.raises(RuntimeError, match="failed=200"):  # a method it does not serve: all fail
+            await run_go_bench(go_peers.client, path, 200, 4, service="grpc.Health", method="Nope")
+    finally:
+        listener.close()
+        server.close()
+        await server.wait_closed()
+        await listener.wait_closed()

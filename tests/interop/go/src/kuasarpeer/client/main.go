@@ -17,7 +17,9 @@
 // a map, so the order across keys is Go's; values of one key stay in order).
 //
 // Bench mode: client -socket PATH -bench N -concurrency C makes N Echo calls with C in flight on
-// one connection and prints "BENCH calls=N concurrency=C seconds=S calls_per_s=R".
+// one connection and prints "BENCH calls=N concurrency=C seconds=S calls_per_s=R". With
+// -service grpc.Health -method Check it makes grpc.Health/Check calls instead (an empty
+// HealthCheckRequest; the answer read as a varint field 1, SERVING = 1), to bench a real agent.
 package main
 
 import (
@@ -164,7 +166,16 @@ func runScript(client *ttrpc.Client) int {
 	return 0
 }
 
-func runBench(client *ttrpc.Client, service string, calls, concurrency int) int {
+// benchMessages are a bench method's request and a fresh response: Echo's StringValue both ways;
+// any other method (grpc.Health/Check) an Empty request and an Int64Value (field 1, a varint).
+func benchMessages(method string) (proto.Message, func() proto.Message) {
+	if method == "Echo" {
+		return &types.StringValue{Value: "bench"}, func() proto.Message { return &types.StringValue{} }
+	}
+	return &types.Empty{}, func() proto.Message { return &types.Int64Value{} }
+}
+
+func runBench(client *ttrpc.Client, service, method string, calls, concurrency int) int {
 	var next, failed int64
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -172,10 +183,10 @@ func runBench(client *ttrpc.Client, service string, calls, concurrency int) int 
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			request := &types.StringValue{Value: "bench"}
-			var response types.StringValue
+			request, newResponse := benchMessages(method)
+			response := newResponse()
 			for atomic.AddInt64(&next, 1) <= int64(calls) {
-				if err := client.Call(context.Background(), service, "Echo", request, &response); err != nil {
+				if err := client.Call(context.Background(), service, method, request, response); err != nil {
 					atomic.AddInt64(&failed, 1)
 				}
 			}
@@ -195,7 +206,8 @@ func main() {
 	socket := flag.String("socket", "", "unix socket path of the ttrpc server")
 	bench := flag.Int("bench", 0, "bench mode: number of Echo calls")
 	concurrency := flag.Int("concurrency", 1, "bench mode: calls in flight")
-	service := flag.String("service", "kuasar.interop.v1.Peer", "bench mode: service of the Echo method")
+	service := flag.String("service", "kuasar.interop.v1.Peer", "bench mode: the service called")
+	method := flag.String("method", "Echo", "bench mode: the method called (Echo, or Check with -service grpc.Health)")
 	flag.Parse()
 	if *socket == "" {
 		fmt.Fprintln(os.Stderr, "usage: client -socket PATH [-bench N -concurrency C]")
@@ -209,7 +221,7 @@ func main() {
 	client := ttrpc.NewClient(conn, ttrpc.WithUnaryClientInterceptor(wireTimeout))
 	code := 0
 	if *bench > 0 {
-		code = runBench(client, *service, *bench, *concurrency)
+		code = runBench(client, *service, *method, *bench, *concurrency)
 	} else {
 		code = runScript(client)
 	}
