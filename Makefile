@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 SANDBOX_ROOT ?= /tmp/kuasar-demo
 DEMO_ID ?= demo-pod-1
 
-.PHONY: all setup demo test test-unit test-functional test-interop test-vm lint proto fuzz bench clean
+.PHONY: all setup demo test test-unit test-functional test-interop test-vm lint proto fuzz bench bench-vm clean
 
 all: test
 
@@ -64,6 +64,10 @@ fuzz: $(STAMP)
 # against their goals, raw numbers in bench/results.json. About 1.5 minutes; starts 100 local sandboxes.
 bench: $(STAMP)
 	$(PY) bench/run_all.py
+
+# A QEMU/TCG guest (sandbox run --vmm qemu) against a local sandbox: boot, exec, throughput, vsock MB/s.
+bench-vm: $(STAMP)
+	$(PY) bench/vm_boot.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build dist
