@@ -38,6 +38,8 @@ class SandboxState:
         accel: a QEMU guest's accelerator (``tcg`` or ``kvm``); empty for local sandboxes.
         device_pid: a QEMU guest's vsock device process (0: none).
         kernel: a QEMU guest's kernel release.
+        vsock_cid: a QEMU guest's CID when it has the kernel's vhost-vsock device (``vsock://CID:PORT``
+            reaches it directly; ``task.socket`` is then a proxy to it); 0 behind our own device.
     """
 
     id: str
@@ -54,6 +56,7 @@ class SandboxState:
     accel: str = ""
     device_pid: int = 0
     kernel: str = ""
+    vsock_cid: int = 0
 
 
 _FIELDS = frozenset(field.name for field in dataclasses.fields(SandboxState))
