@@ -39,8 +39,9 @@ def register(commands: Any) -> None:
 
     run_parser: argparse.ArgumentParser = actions.add_parser(
         "run",
-        help="start a local sandbox in the background",
-        description="Start a local sandbox in ROOT/ID, print its ID, and return once its agent serves.",
+        help="start a sandbox (local, or --vmm qemu) in the background",
+        description="Start a sandbox in ROOT/ID (a local one, or a real Linux guest with --vmm qemu), "
+        "print its ID, and return once its agent serves.",
         epilog="examples:\n"
         "  kuasarctl sandbox run -d /tmp/ksr --name pod-1\n"
         "  kuasarctl exec -d /tmp/ksr pod-1 uname -a\n"
