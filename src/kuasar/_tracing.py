@@ -17,6 +17,7 @@ import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import logging
     from collections.abc import Callable
 
 TRACE_LOGGER = "kuasar.trace"
@@ -34,9 +35,19 @@ def tracing() -> bool:
     """True when trace lines are printed (``kuasarctl -v``). Check it once per operation."""
     if _sink is not _UNSET:
         return _sink is not None
-    import logging
+    return _logger().isEnabledFor(10)  # logging.DEBUG
 
-    return logging.getLogger(TRACE_LOGGER).isEnabledFor(logging.DEBUG)
+
+_loggers: list[logging.Logger] = []
+
+
+def _logger() -> logging.Logger:
+    """The trace logger (looked up once: ``logging.getLogger`` takes a lock per call)."""
+    if not _loggers:
+        import logging
+
+        _loggers.append(logging.getLogger(TRACE_LOGGER))
+    return _loggers[0]
 
 
 def trace(message: str, *args: object) -> None:
@@ -46,10 +57,8 @@ def trace(message: str, *args: object) -> None:
     if _sink is not _UNSET:
         _sink(message % args if args else message)  # type: ignore[operator]
         return
-    import logging
-
-    log = logging.getLogger(TRACE_LOGGER)
-    if log.isEnabledFor(logging.DEBUG):
+    log = _logger()
+    if log.isEnabledFor(10):  # logging.DEBUG
         log.debug(message, *args)
 
 

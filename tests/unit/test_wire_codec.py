@@ -552,3 +552,38 @@ def test_wire_imports_only_stdlib_and_errors(path: Path) -> None:
     allowed = {"kuasar.errors", "kuasar.wire._codec", "kuasar.wire._message", "kuasar.wire.messages"}
     bad = sorted(m for m in imported if m not in allowed and m.split(".")[0] not in sys.stdlib_module_names)
     assert not bad, f"{path.name} imports {bad}"
+
+
+# ------------------------------------------------------------------ the client's envelope fast paths
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300), st.one_of(st.just(0), st.integers(1, 2**63 - 1), st.integers(1, 1 << 70)))
+def test_request_tail_is_the_request_encoding(payload: bytes, timeout_nano: int) -> None:
+    try:
+        expected = wire.Request(payload=payload, timeout_nano=timeout_nano).encode()
+    except ValueError:
+        with pytest.raises(ValueError):
+            wire.request_tail(payload, timeout_nano)
+        return
+    assert wire.request_tail(payload, timeout_nano) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.builds(lambda p: wire.Response(payload=p).encode(), st.binary(max_size=300)),
+        st.builds(
+            lambda c, p: wire.Response(status=wire.Status(code=c), payload=p).encode(),
+            st.integers(0, 16),
+            st.binary(max_size=20),
+        ),
+        st.binary(max_size=12),
+    )
+)
+def test_response_payload_reads_what_the_decoder_reads(data: bytes) -> None:
+    fast = wire.response_payload(data)
+    if fast is None:
+        return
+    response = wire.Response.decode(data)
+    assert (response.status, response.payload) == (None, fast)

@@ -27,7 +27,7 @@ from kuasar.ttrpc.framing import (
     encode_header,
     oversize_message,
 )
-from kuasar.wire import KeyValue, Request, Response
+from kuasar.wire import KeyValue, Request, Response, request_tail, response_payload
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ def _request_flags(client_streaming: bool, server_streaming: bool) -> int:
 
 def decode_status(data: bytes) -> bytes:
     """A Response frame's payload, or its non-OK status raised as ``RPCError``."""
+    payload = response_payload(data)  # the common success, read without the generic decoder
+    if payload is not None:
+        return payload
     response = Response.decode(data)
     status = response.status
     if status is not None and status.code != Code.OK:
@@ -143,14 +146,13 @@ class ClientCore:
             if len(self._prefixes) >= _PREFIX_CACHE:
                 self._prefixes.clear()
             prefix = self._prefixes[service, method] = Request(service=service, method=method).encode()
-        request = (
-            prefix
-            + Request(
-                payload=payload,
-                timeout_nano=0 if timeout is None else max(1, int(timeout * 1e9)),
-                metadata=tuple(KeyValue(key=key, value=value) for key, value in metadata),
-            ).encode()
-        )
+        timeout_nano = 0 if timeout is None else max(1, int(timeout * 1e9))
+        if metadata:
+            entries = tuple(KeyValue(key=key, value=value) for key, value in metadata)
+            tail = Request(payload=payload, timeout_nano=timeout_nano, metadata=entries).encode()
+        else:
+            tail = request_tail(payload, timeout_nano)
+        request = prefix + tail
         self._check_size(len(request))
         stream_id = self._next_id
         if stream_id > _MAX_STREAM_ID:

@@ -89,11 +89,26 @@ def oversize_message(length: int, limit: int) -> str:
     return f"message length {length} exceed maximum message size of {limit}"
 
 
+#: Each known type's member (a dict lookup per frame, not an enum call).
+_TYPES: dict[int, int] = {member.value: member for member in FrameType}
+_new = object.__new__
+_set = object.__setattr__
+
+
 def _frame_type(value: int) -> int:
-    try:
-        return FrameType(value)
-    except ValueError:
-        return value
+    return _TYPES.get(value, value)
+
+
+def _frame(stream_id: int, type: int, flags: int, data: bytes) -> Frame:
+    """``Frame(stream_id, type, flags, data)``, made as a decoder makes one per frame: its four
+    slots set directly (``Frame`` has no ``__post_init__``), without the generic record
+    ``__init__``'s argument matching."""
+    frame = _new(Frame)
+    _set(frame, "stream_id", stream_id)
+    _set(frame, "type", type)
+    _set(frame, "flags", flags)
+    _set(frame, "data", data)
+    return frame
 
 
 def encode_header(length: int, stream_id: int, type: int, flags: int) -> bytes:
@@ -184,7 +199,9 @@ class FrameDecoder:
             if end - pos - HEADER_SIZE < length:
                 break
             start = pos + HEADER_SIZE
-            frames.append(Frame(stream_id, _frame_type(ftype), flags, bytes(buf[start : start + length])))
+            frames.append(
+                _frame(stream_id, _TYPES.get(ftype, ftype), flags, bytes(buf[start : start + length]))
+            )
             pos = start + length
         del buf[:pos]
         return frames

@@ -35,6 +35,8 @@ from kuasar.wire.messages import (
     Response,
     Status,
     TerminalSize,
+    request_tail,
+    response_payload,
 )
 
 __all__ = [
@@ -56,4 +58,6 @@ __all__ = [
     "Response",
     "Status",
     "TerminalSize",
+    "request_tail",
+    "response_payload",
 ]
