@@ -7,6 +7,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -108,3 +110,63 @@ def test_a_crashed_qemu_shows_in_ps_and_stop_cleans_up() -> None:
         assert not os.path.exists(sandbox.directory) and process_gone(state["supervisor_pid"])
     finally:
         stop_qemu_sandbox(sandbox)
+
+
+def _booting(name: str) -> tuple[subprocess.Popen[bytes], str, str]:
+    """``sandbox run --vmm qemu`` in the background, returned once QEMU runs (its console exists)."""
+    root = short_tmpdir("kqe")
+    _image()
+    run = subprocess.Popen(
+        [sys.executable, "-m", "kuasar.ctl", "sandbox", "run", "-d", root, "--vmm", "qemu", "--name", name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    directory = os.path.join(root, name)
+    assert wait_for(lambda: os.path.exists(os.path.join(directory, "console.log")), timeout=60)
+    return run, root, directory
+
+
+def _qemu_of(name: str) -> list[str]:
+    found = subprocess.run(
+        ["pgrep", "-f", f"-name kuasar-{name}"], capture_output=True, text=True, check=False
+    )
+    return found.stdout.split()
+
+
+def test_ctrl_c_of_sandbox_run_while_it_boots_leaves_nothing() -> None:
+    run, root, directory = _booting("early-1")
+    try:
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 130, err
+        assert not os.path.exists(directory)
+        assert wait_for(lambda: not _qemu_of("early-1"), timeout=30), _qemu_of("early-1")
+    finally:
+        run.kill()
+        run.wait()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_sandbox_stop_while_it_boots_ends_the_boot() -> None:
+    run, root, directory = _booting("early-2")
+    try:
+        env = {**os.environ, "KUASAR_SOCKET_DIR": root}
+        stop = subprocess.run(
+            [sys.executable, "-m", "kuasar.ctl", "sandbox", "stop", "early-2"],
+            capture_output=True,
+            env=env,
+            timeout=60,
+        )
+        assert stop.returncode == 0, stop.stderr
+        _, err = run.communicate(timeout=60)
+        assert run.returncode == 125
+        assert (
+            err.decode().splitlines()[0]
+            == "Error: QEMU sandbox early-2 failed to start: stopped during start-up"
+        )
+        assert not os.path.exists(directory)
+        assert wait_for(lambda: not _qemu_of("early-2"), timeout=30), _qemu_of("early-2")
+    finally:
+        run.kill()
+        run.wait()
+        shutil.rmtree(root, ignore_errors=True)

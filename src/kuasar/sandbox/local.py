@@ -194,9 +194,10 @@ def _log_tail(directory: str, lines: int = 5) -> list[str]:
         return []
 
 
-def _read_report(read_fd: int, timeout: float) -> tuple[int | None, str, list[str]]:
-    """The supervisor's start-up report: its PID (``pid N``), then ``ready``, or ``error MESSAGE``
-    followed by ``hint TEXT`` lines until it closes the pipe."""
+def _read_report(read_fd: int, timeout: float, pids: list[int]) -> tuple[int | None, str, list[str]]:
+    """The supervisor's start-up report: its PID (``pid N``, also appended to ``pids`` at once, for
+    an interrupted caller), then ``ready``, or ``error MESSAGE`` followed by ``hint TEXT`` lines until
+    it closes the pipe."""
     deadline = time.monotonic() + timeout
     data = b""
     pid: int | None = None
@@ -208,6 +209,7 @@ def _read_report(read_fd: int, timeout: float) -> tuple[int | None, str, list[st
             text = line.decode(errors="replace").strip()
             if report is None and text.startswith("pid ") and text[4:].isdecimal():
                 pid = int(text[4:])
+                pids.append(pid)
             elif report is None:
                 report = text
                 if text == "ready":
@@ -280,6 +282,7 @@ def start_sandbox(
     directory = prepare_directory(root, sandbox_id)
     command = [*supervisor_command(os.path.dirname(directory), sandbox_id, options), *extra, "--daemonize"]
     read_fd, write_fd = os.pipe()
+    pids: list[int] = []
     try:
         with open(os.path.join(directory, LOG_FILE), "ab") as log_file:
             # The supervisor double-forks: this child exits at once and the daemon is re-parented.
@@ -295,9 +298,15 @@ def start_sandbox(
             )
         os.close(write_fd)
         write_fd = -1
-        pid, report, hints = _read_report(read_fd, timeout)
+        pid, report, hints = _read_report(read_fd, timeout, pids)
     except subprocess.TimeoutExpired:
         pid, report, hints = None, "error the sandbox supervisor did not start", []
+    except KeyboardInterrupt:  # Ctrl-C while it boots: no half-made sandbox is left behind
+        for started in pids:
+            if is_supervisor(started):
+                _kill_group(started)
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
     finally:
         os.close(read_fd)
         if write_fd >= 0:

@@ -38,6 +38,8 @@ class SandboxState:
         accel: a QEMU guest's accelerator (``tcg`` or ``kvm``); empty for local sandboxes.
         device_pid: a QEMU guest's vsock device process (0: none).
         kernel: a QEMU guest's kernel release.
+        starting: True in the record the supervisor writes before its guest is up (so ``stop`` can
+            find the supervisor during a VM's boot); the ready record replaces it.
         vsock_cid: a QEMU guest's CID when it has the kernel's vhost-vsock device (``vsock://CID:PORT``
             reaches it directly; ``task.socket`` is then a proxy to it); 0 behind our own device.
     """
@@ -57,6 +59,7 @@ class SandboxState:
     device_pid: int = 0
     kernel: str = ""
     vsock_cid: int = 0
+    starting: bool = False
 
 
 _FIELDS = frozenset(field.name for field in dataclasses.fields(SandboxState))
@@ -116,9 +119,10 @@ class SandboxStatus:
     Attributes:
         kind: ``"local"``, ``"qemu (tcg)"`` / ``"qemu (kvm)"``, or the directory layout when there is
             no record (``"kuasar-vmm"``...).
-        state: ``running``, ``unresponsive`` (the VMM accepts, the guest does not answer),
-            ``agent-exited`` (the VMM runs, its agent is gone), ``vm-exited`` (a QEMU guest's QEMU
-            exited; the supervisor waits to be stopped) or ``dead`` (nothing accepts).
+        state: ``starting`` (the supervisor waits for its guest), ``running``, ``unresponsive``
+            (the VMM accepts, the guest does not answer), ``agent-exited`` (the VMM runs, its agent
+            is gone), ``vm-exited`` (a QEMU guest's QEMU exited; the supervisor waits to be
+            stopped) or ``dead`` (nothing accepts).
         reason: why it is not running, in words (empty when it is).
         created: when it started (the record's time, else the directory's mtime), or None.
         supervisor_pid: the local sandbox's supervisor, when recorded.
@@ -157,6 +161,11 @@ def sandbox_status(directory: str, layout: str, reachable: str) -> SandboxStatus
     state, reason = "running", ""
     if record is not None and not is_supervisor(record.supervisor_pid):
         state, reason = "dead", f"the sandbox supervisor (PID {record.supervisor_pid}) is not running"
+    elif record is not None and record.starting:
+        state, reason = (
+            "starting",
+            "the guest is booting" if record.kind == "qemu" else "the agent is starting",
+        )
     elif record is not None and record.agent_exited is not None:
         state = "vm-exited" if record.kind == "qemu" else "agent-exited"
         reason = exit_text(record.agent_exit_status, record.agent_exit_signal, record.kind)

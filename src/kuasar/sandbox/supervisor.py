@@ -32,7 +32,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from kuasar._text import printable
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
@@ -249,6 +249,34 @@ def _guest(directory: str, args: argparse.Namespace, log_fd: int, limits: Limits
     return _LocalGuest(directory, args, log_fd, limits)
 
 
+def _starting(args: argparse.Namespace) -> SandboxState:
+    """The record written before the guest is up: it names this process for ``sandbox stop``."""
+    return SandboxState(
+        id=args.id,
+        kind="qemu" if args.vmm == "qemu" else "local",
+        supervisor_pid=os.getpid(),
+        agent_pid=0,
+        created=time.time(),
+        debug_console=args.debug_console,
+        agent_api=args.agent_api,
+        namespaces=False,
+        starting=True,
+    )
+
+
+async def _start_unless_stopped(guest: _Guest, stop_wait: asyncio.Future[Any]) -> SandboxState:
+    """``guest.start()``, abandoned (cancelled: it cleans up after itself) when the supervisor is told
+    to stop first — a VM's boot takes long enough for a ``sandbox stop`` to come in between."""
+    start = asyncio.ensure_future(guest.start())
+    await asyncio.wait({start, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    if not start.done():
+        start.cancel()
+        with contextlib.suppress(asyncio.CancelledError, KuasarError, OSError):
+            await start
+        raise SandboxError("stopped during start-up")
+    return start.result()
+
+
 async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -> int:
     """Run one sandbox until SIGTERM/SIGINT; returns the exit status.
 
@@ -261,12 +289,13 @@ async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -
         loop.add_signal_handler(signum, stop.set)
     log_fd = os.open(os.path.join(directory, LOG_FILE), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     guest = _guest(directory, args, log_fd, limits)
+    stop_wait = asyncio.ensure_future(stop.wait())
     try:
-        state = await guest.start()
+        write_state(directory, _starting(args))
+        state = await _start_unless_stopped(guest, stop_wait)
         write_state(directory, state)
         _report(args.ready_fd, "ready")
         guest_exit = asyncio.ensure_future(guest.wait())
-        stop_wait = asyncio.ensure_future(stop.wait())
         await asyncio.wait({guest_exit, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
         if guest_exit.done():
             _record_agent_exit(directory, state, guest_exit.result())
@@ -282,6 +311,7 @@ async def supervise(args: argparse.Namespace, limits: Limits = DEFAULT_LIMITS) -
         _report(args.ready_fd, "\n".join([f"error {exc}".replace("\n", " "), *(f"hint {h}" for h in hints)]))
         return 1
     finally:
+        stop_wait.cancel()
         await guest.stop()
         os.close(log_fd)
         if stop.is_set() or args.remove_on_exit:
