@@ -277,7 +277,7 @@ STDIN_EOF = b"\n"
 
 
 def marker_line(
-    buffer: bytearray, marker: bytes, *, status: bool = False
+    buffer: bytes | bytearray, marker: bytes, *, status: bool = False
 ) -> tuple[int, int, int | None] | None:
     """The first line ``marker`` [``status``: 1-3 ASCII digits] ``\\r?\\n`` in ``buffer``, as
     (start, end, the digits' value or ``None``); ``None`` when there is none yet. Whole-buffer
@@ -295,6 +295,16 @@ def marker_line(
                     return at, end + len(newline), int(buffer[digits:end]) if status else None
         at = buffer.find(marker, at + 1)
     return None
+
+
+def _tail_marker_length(data: bytes | bytearray, marker: bytes) -> int:
+    """The length of the longest end of ``data`` that ``marker`` starts with (shorter than it)."""
+    at = data.find(marker[:1], max(len(data) - len(marker) + 1, 0))
+    while at >= 0:
+        if marker.startswith(data[at:]):
+            return len(data) - at
+        at = data.find(marker[:1], at + 1)
+    return 0
 
 
 class MarkerStripper:
@@ -315,6 +325,8 @@ class MarkerStripper:
     def feed(self, data: bytes) -> bytes:
         if self.exit_status is not None:
             return b""
+        if self.started and not self._buffer and self._plain(data):
+            return data  # the common chunk: no marker, nothing held back, no copy
         self._buffer += data
         if not self.started:
             line = marker_line(self._buffer, self._start)  # \r\n: a console whose stty failed
@@ -324,6 +336,10 @@ class MarkerStripper:
             del self._buffer[: line[1]]
             self.started = True
         return self._take_output()
+
+    def _plain(self, data: bytes) -> bool:
+        """``data`` holds no exit marker, whole or begun at its end."""
+        return self._exit not in data and _tail_marker_length(data, self._exit) == 0
 
     def _trim_preamble(self) -> None:
         excess = len(self._buffer) - _MAX_PREAMBLE
@@ -349,10 +365,7 @@ class MarkerStripper:
             tail = self._buffer[index + len(self._exit) :]
             if len(tail) <= 5 and _digits_then_cr(bytes(tail)):
                 return len(self._buffer) - index
-        for length in range(min(len(self._exit) - 1, len(self._buffer)), 0, -1):
-            if self._buffer.endswith(self._exit[:length]):
-                return length
-        return 0
+        return _tail_marker_length(self._buffer, self._exit)
 
     def finish(self) -> bytes:
         """At EOF: whatever is still held (everything, if the start marker never came)."""

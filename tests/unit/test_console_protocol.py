@@ -194,3 +194,22 @@ def test_marker_lines_are_what_the_regexes_found(data: bytes) -> None:
     end = re.search(re.escape(b"__KSR_EXIT__:t:") + rb"(\d{1,3})\r?\n", data)
     found = console.marker_line(bytearray(data), b"__KSR_EXIT__:t:", status=True)
     assert found == (None if end is None else (end.start(), end.end(), int(end.group(1))))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(_PIECES, max_size=8).map(b"".join), st.sampled_from([b"__KSR_EXIT__:t:", b"ab", b"a"]))
+def test_tail_marker_length_is_the_longest_proper_prefix_at_the_end(data: bytes, marker: bytes) -> None:
+    expected = next(
+        (n for n in range(min(len(marker) - 1, len(data)), 0, -1) if data.endswith(marker[:n])), 0
+    )
+    assert console._tail_marker_length(data, marker) == expected
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.lists(_PIECES, max_size=4).map(b"".join), max_size=6))
+def test_stripping_in_chunks_is_stripping_the_whole(chunks: list[bytes]) -> None:
+    whole = MarkerStripper("t")
+    expected = whole.feed(b"__KSR_START__:t\n" + b"".join(chunks)) + whole.finish()
+    split = MarkerStripper("t")
+    out = split.feed(b"__KSR_START__:t\n") + b"".join(split.feed(chunk) for chunk in chunks) + split.finish()
+    assert (out, split.exit_status) == (expected, whole.exit_status)
