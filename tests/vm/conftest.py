@@ -12,8 +12,11 @@ boot the other shapes the facts file measured.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,7 +30,7 @@ from tests.functional.tmux_helpers import tmux
 from .guest_image import Unavailable, build
 from .qemu_vm import VM, qemu_binary
 
-__all__ = ["QemuSandbox", "process_gone", "qemu_sandbox", "tmux", "vm"]
+__all__ = ["QemuSandbox", "kill_supervisor", "process_gone", "qemu_sandbox", "tmux", "vm"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -103,9 +106,23 @@ def start_qemu_sandbox(name: str, *flags: str) -> QemuSandbox:
     return sandbox
 
 
+def kill_supervisor(directory: str) -> None:
+    """Kill the process group of the supervisor ``directory``'s record names (a test that failed
+    half-way must not leave a QEMU behind)."""
+    try:
+        with open(os.path.join(directory, "sandbox.json"), encoding="utf-8") as file:
+            pid = int(json.load(file)["supervisor_pid"])
+    except (OSError, ValueError, KeyError):
+        return
+    if not process_gone(pid):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
 def stop_qemu_sandbox(sandbox: QemuSandbox) -> None:
     if os.path.isdir(sandbox.directory):
         sandbox.ctl("sandbox", "stop", sandbox.id, timeout=120)
+        kill_supervisor(sandbox.directory)  # only when stop failed: then it is still there
     shutil.rmtree(sandbox.root, ignore_errors=True)
 
 

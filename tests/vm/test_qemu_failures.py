@@ -21,7 +21,7 @@ from kuasar.vmm.qemu_guest import BootError, QemuGuest
 from kuasar.vmm.qmp import Qmp
 from tests.functional.cli_helpers import short_tmpdir
 from tests.functional.tmux_helpers import wait_for
-from tests.vm.conftest import process_gone, start_qemu_sandbox, stop_qemu_sandbox
+from tests.vm.conftest import kill_supervisor, process_gone, start_qemu_sandbox, stop_qemu_sandbox
 
 from .guest_image import Unavailable
 from .qemu_vm import qemu_binary
@@ -144,6 +144,7 @@ def test_ctrl_c_of_sandbox_run_while_it_boots_leaves_nothing() -> None:
     finally:
         run.kill()
         run.wait()
+        kill_supervisor(directory)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -169,4 +170,5 @@ def test_sandbox_stop_while_it_boots_ends_the_boot() -> None:
     finally:
         run.kill()
         run.wait()
+        kill_supervisor(directory)
         shutil.rmtree(root, ignore_errors=True)
