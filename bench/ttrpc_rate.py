@@ -85,54 +85,41 @@ async def serve(path: str) -> None:
 
 
 @contextlib.contextmanager
-def agent_process(path: Path, home: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """A real ``kuasar-agent`` serving its API on the UNIX socket ``path`` (no console, no root)."""
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "kuasar.agent", "--api", f"unix://{path}", "--no-debug-console"),
-            *("--state-dir", str(home / "state"), "--home", str(home), "--log-level", "warning"),
-            *("--ready-fd", "1"),
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-    )
+def server_process(argv: list[str], ready: bytes, name: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``argv`` until the block ends, once it printed the line ``ready``; it is stopped by
+    closing its stdin, then SIGTERM, then SIGKILL (10 s each at most)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
     try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != b"ready":
-            raise RuntimeError("kuasar-agent did not start")
+        if proc.stdout.readline().strip() != ready:
+            raise RuntimeError(f"{name} did not start")
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        assert proc.stdout is not None
-        proc.stdout.close()
-
-
-@contextlib.contextmanager
-def python_server_process(path: Path, loop_name: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(path), "--loop", loop_name],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    try:
-        assert proc.stdout is not None
-        if proc.stdout.readline().strip() != b"READY":
-            raise RuntimeError("Python bench server did not start")
-        yield proc
-    finally:
-        assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for stop in (None, proc.terminate, proc.kill):
+            if stop is not None:
+                stop()
+            try:
+                proc.wait(timeout=10)
+                break
+            except subprocess.TimeoutExpired:
+                continue
         proc.stdout.close()
+
+
+def python_server_process(path: Path, loop_name: str) -> contextlib.AbstractContextManager[object]:
+    argv = [sys.executable, __file__, "--serve", str(path), "--loop", loop_name]
+    return server_process(argv, b"READY", "Python bench server")
+
+
+def agent_process(path: Path, home: Path) -> contextlib.AbstractContextManager[object]:
+    """A real ``kuasar-agent`` serving its API on the UNIX socket ``path`` (no console, no root)."""
+    argv = [
+        *(sys.executable, "-m", "kuasar.agent", "--api", f"unix://{path}", "--no-debug-console"),
+        *("--state-dir", str(home / "state"), "--home", str(home), "--log-level", "warning"),
+        *("--ready-fd", "1"),
+    ]
+    return server_process(argv, b"ready", "kuasar-agent")
 
 
 # -- measurements -------------------------------------------------------------------------------
