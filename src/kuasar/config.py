@@ -17,6 +17,10 @@ TTRPC_MAX_MESSAGE = 4 << 20
 
 #: vsock port of the agent API (ttrpc) and of the debug console, as Kuasar's vmm-task uses them.
 AGENT_PORT = 1024
+#: The listen backlog of every listener (agent API and console, hybrid vsock servers, the vsock
+#: device's host socket): a burst of connects must fit — a guest whose accept queue is full answers
+#: RST, a UNIX listener EAGAIN. The kernel caps it at net.core.somaxconn.
+LISTEN_BACKLOG = 4096
 CONSOLE_PORT = 1025
 
 

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -162,6 +163,26 @@ def test_a_killed_client_leaves_no_orphan_in_the_guest(qemu_sandbox: QemuSandbox
     assert wait_for(lambda: "sleep 4242" not in qemu_sandbox.sh("ps -eo args"), timeout=60)
     zombies = qemu_sandbox.sh("ps -eo stat= | grep -c '^Z' || true").strip()
     assert zombies == "0", zombies
+
+
+def test_a_burst_of_connects_is_accepted_not_reset(qemu_sandbox: QemuSandbox) -> None:
+    """300 CONNECTs at once, none read until all are sent: the agent's listen backlog holds them all
+    (the facts: a guest whose accept queue is full answers RST, a close without reply here)."""
+    clients = []
+    try:
+        for _ in range(300):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            clients.append(sock)
+            sock.settimeout(60)
+            sock.connect(os.path.join(qemu_sandbox.directory, "task.socket"))
+            sock.sendall(b"CONNECT 1024\n")
+        replies = [sock.recv(64) for sock in clients]
+    finally:
+        for sock in clients:
+            sock.close()
+    assert all(reply.startswith(b"OK ") for reply in replies), [
+        r for r in replies if not r.startswith(b"OK ")
+    ]
 
 
 def test_sandbox_logs_prints_the_serial_console(qemu_sandbox: QemuSandbox) -> None:

@@ -15,13 +15,11 @@ import stat
 from collections.abc import Awaitable, Callable
 
 from kuasar.address import UnixAddress
+from kuasar.config import LISTEN_BACKLOG
 from kuasar.errors import ConnectError, TransportError
 from kuasar.transport._errors import map_exceptions
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-#: Large, as for vsock: a burst of connects must fit (a full queue refuses them with EAGAIN; the
-#: kernel caps it at net.core.somaxconn).
-_BACKLOG = max(1024, socket.SOMAXCONN)
 
 
 def target_name(address: UnixAddress) -> str:
@@ -153,9 +151,9 @@ async def listen(address: UnixAddress, handler: Handler, *, mode: int | None = N
             sock.bind(address.sockaddr)
             if mode is not None and not address.abstract:
                 os.chmod(address.path, mode)
-            sock.listen(_BACKLOG)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
-            return await asyncio.start_unix_server(handler, sock=sock, backlog=_BACKLOG)
+            return await asyncio.start_unix_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise

@@ -12,13 +12,11 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from kuasar.address import VMADDR_CID_ANY, VsockAddress
+from kuasar.config import LISTEN_BACKLOG
 from kuasar.errors import ConnectError, UsageError
 from kuasar.transport._errors import map_exceptions
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-#: Large: a guest's vsock answers RST once its accept queue is full, so a burst of connects must
-#: fit (the kernel caps it at net.core.somaxconn).
-_BACKLOG = max(1024, socket.SOMAXCONN)
 
 
 def _new_socket(target: str, action: str) -> socket.socket:
@@ -73,9 +71,9 @@ async def listen(address: VsockAddress, handler: Handler) -> asyncio.Server:
     try:
         with map_exceptions(target, action="listen"):
             sock.bind((address.cid, address.port))
-            sock.listen(_BACKLOG)
+            sock.listen(LISTEN_BACKLOG)
             sock.setblocking(False)
-            return await asyncio.start_server(handler, sock=sock, backlog=_BACKLOG)
+            return await asyncio.start_server(handler, sock=sock, backlog=LISTEN_BACKLOG)
     except BaseException:
         sock.close()
         raise

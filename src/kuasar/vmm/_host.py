@@ -17,7 +17,7 @@ import stat
 from collections.abc import Callable
 
 from kuasar import _log
-from kuasar.config import Limits
+from kuasar.config import LISTEN_BACKLOG, Limits
 from kuasar.errors import KuasarError
 from kuasar.vmm.vsock_conn import Link, State
 from kuasar.vmm.vsock_device import Muxer
@@ -245,7 +245,7 @@ def bind_unix(path: str) -> socket.socket:
     try:
         sock.bind(path)
         os.chmod(path, 0o600)
-        sock.listen(128)
+        sock.listen(LISTEN_BACKLOG)
     except OSError as exc:
         sock.close()
         raise KuasarError(f"cannot listen on {path}: {exc.strerror or exc}") from exc
