@@ -15,11 +15,13 @@ from kuasar.errors import (
     REASON_NO_LISTENER,
     REASON_REFUSED,
     REASON_SILENT,
+    DeadlineExceeded,
+    RPCError,
     TransportError,
 )
 from kuasar.session import _diagnose
 from kuasar.session._probe import INVALID_ARGUMENT, OK, UNIMPLEMENTED, Answer, ExecPath, GuestKind, GuestProbe
-from kuasar.session._vm_process import parse_failure, unescape_debug, vm_process_command
+from kuasar.session._vm_process import parse_failure, unescape_debug, vm_process_command, vm_process_result
 
 RUST_NO_HEALTH = Answer(INVALID_ARGUMENT, "grpc.Health service does not exist")
 
@@ -156,3 +158,12 @@ def test_ping_may_go_with_the_first_check_only() -> None:
     other = GuestProbe()
     other.receive(RUST_NO_HEALTH)
     assert other.next_call() != guess and other.ahead() is None  # a vmm-task: its answer is dropped
+
+
+def test_a_guest_enforced_deadline_is_the_callers_timeout() -> None:
+    """vmm-task got the timeout as timeout_nano: its DEADLINE_EXCEEDED is the caller's --timeout."""
+    expired = RPCError(4, "timeout")
+    with pytest.raises(DeadlineExceeded, match=r"timed out after 1 s"):
+        vm_process_result(["sleep", "30"], "sleep 30", error=expired, timeout=1.0)
+    with pytest.raises(RPCError):  # no timeout of ours: the guest's own limit, as it said it
+        vm_process_result(["sleep", "30"], "sleep 30", error=expired)

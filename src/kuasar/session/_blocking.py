@@ -152,7 +152,7 @@ class BlockingSession:
         try:
             reply = self.client.call(SERVICE, METHOD, request, timeout=timeout)
         except RPCError as exc:
-            return vm_process_result(argv, command, error=exc)
+            return vm_process_result(argv, command, error=exc, timeout=timeout)
         except DeadlineExceeded:
             raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
         return vm_process_result(argv, command, reply=reply)

@@ -18,7 +18,7 @@ import functools
 from kuasar import wire
 from kuasar._record import Record
 from kuasar.console import shell_command
-from kuasar.errors import RPCError
+from kuasar.errors import DeadlineExceeded, RPCError
 from kuasar.remote_exec import CompletedProcess
 
 TYPE_CHECKING = False
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
 SERVICE = "grpc.SandboxService"
+_DEADLINE_EXCEEDED = 4  # the gRPC status code
 METHOD = "ExecVMProcess"
 
 _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
@@ -107,14 +108,24 @@ def vm_process_request(
 
 
 def vm_process_result(
-    argv: Sequence[str | bytes], command: str, *, reply: bytes | None = None, error: RPCError | None = None
+    argv: Sequence[str | bytes],
+    command: str,
+    *,
+    reply: bytes | None = None,
+    error: RPCError | None = None,
+    timeout: float | None = None,
 ) -> CompletedProcess:
     """The outcome of an ExecVMProcess call from its reply payload or its error status.
 
     Raises:
+        DeadlineExceeded: ``error`` is DEADLINE_EXCEEDED and the call had ``timeout``: the guest
+            enforced that very timeout (it got it as ``timeout_nano``), a hair before the caller's
+            own clock would have; the same outcome as when it expires here.
         RPCError: ``error`` when it is not one of ExecVMProcess's "failed with exit code" errors.
     """
     names = tuple(arg if isinstance(arg, str) else arg.decode(errors="surrogateescape") for arg in argv)
+    if error is not None and error.code == _DEADLINE_EXCEEDED and timeout is not None:
+        raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
     if error is not None:
         failure = parse_failure(error.message, command)
         if failure is None:
