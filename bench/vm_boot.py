@@ -15,6 +15,7 @@ Builds (or reuses) the guest image, then times, each a median:
             and ``agent_pid`` in ``ROOT/ID/sandbox.json``; ``/proc/PID/stat`` utime + stime)
 and prints them as a Markdown table with the VM / local ratios. Numbers only, no asserts; one VM
 at a time (every boot is stopped before the next starts); every sandbox is stopped on every exit.
+Another QEMU seen on the host during the run (a shared machine) is named under the table.
 
 Throughputs are MB/s (10^6 bytes) of whole commands, CLI start-up included, as the facts file
 counts them. What ../shared/vhost-user-vsock-facts.md measured for the device alone under TCG on
@@ -68,6 +69,18 @@ def cpu_seconds(pid: int) -> float | None:
     except (OSError, IndexError):
         return None
     return (int(fields[11]) + int(fields[12])) / _TICK  # fields 14 and 15 of proc(5)
+
+
+def other_vms(own: int = 0) -> list[int]:
+    """PIDs of the QEMU processes on this host other than ``own`` (a shared machine: they skew the
+    numbers, and the table says so)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != own:
+            with contextlib.suppress(OSError), open(f"/proc/{entry}/comm") as file:
+                if file.read().startswith("qemu-system"):
+                    found.append(int(entry))
+    return found
 
 
 def _run(argv: list[str]) -> float:
@@ -180,15 +193,26 @@ def measure(boots: int = 3, runs: int = 15, size_mib: int = 20, tput_runs: int =
         "image": {"seconds": image_s, "built": built.built, "initrd_bytes": built.initrd.stat().st_size},
         "kernel": built.release,
     }
+    seen: list[list[Any]] = []
+
+    def look(when: str, own: int = 0) -> None:
+        pids = other_vms(own)
+        if pids:
+            seen.append([when, pids])
+
     try:
         for kind, sandbox_id, vm in (("local", LOCAL_ID, False), ("vm", VM_ID, True)):
             launch, halt = [], []
-            for _ in range(boots - 1):
+            for boot in range(boots - 1):
+                look(f"{kind} start {boot + 1}")
                 launch.append(start(root, sandbox_id, vm=vm))
+                look(f"{kind} start {boot + 1}", _record(root, sandbox_id).get("agent_pid", 0))
                 halt.append(stop(root, sandbox_id))
+            look(f"{kind} start {boots}")
             with running(root, sandbox_id, vm=vm) as last:
                 launch.append(last)
                 record = _record(root, sandbox_id)
+                look(f"{kind} start {boots}", record.get("agent_pid", 0))
                 base = [*CTL, "exec", "-t", "-d", root, sandbox_id]
                 median_ms([*base, "true"], 2)  # warm caches (and the guest's page cache)
                 section: dict[str, Any] = {
@@ -203,10 +227,13 @@ def measure(boots: int = 3, runs: int = 15, size_mib: int = 20, tput_runs: int =
                     )
                     section["free_m"] = free.stdout
                     section["device_cpu_s_total"] = cpu_seconds(record.get("device_pid", 0) or -1)
+                look(f"{kind} exec and transfers", record.get("agent_pid", 0))
                 halt.append(stop(root, sandbox_id))
             section["stop_s"] = halt
             out[kind] = section
         out["python_c_pass_ms"] = median_ms([sys.executable, "-c", "pass"], runs)
+        out["other_vms_seen"] = seen
+        out["loadavg"] = os.getloadavg()
     finally:
         for sandbox_id in (LOCAL_ID, VM_ID):
             if os.path.isdir(os.path.join(root, sandbox_id)):
@@ -291,6 +318,10 @@ def notes(result: dict[str, Any]) -> list[str]:
             expected = info["bytes_expected"]
             if expected and any(count != expected for count in info["bytes_out"]):
                 said.append(f"{kind} {name}: read {info['bytes_out']} bytes, expected {expected} each run")
+    if result["other_vms_seen"]:
+        when = sorted({what for what, _ in result["other_vms_seen"]})
+        said.append("another QEMU was running on this host (numbers skewed) around: " + "; ".join(when))
+    said.append("load average at the end: " + " ".join(f"{x:.2f}" for x in result["loadavg"]))
     free = result["vm"].get("free_m", "").strip().splitlines()
     if len(free) > 1:
         said.append("guest `free -m`: " + " ".join(free[1].split()))
