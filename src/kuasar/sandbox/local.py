@@ -70,7 +70,14 @@ def validate_id(sandbox_id: str) -> str:
     return sandbox_id
 
 
-def supervisor_command(root: str, sandbox_id: str, options: LocalOptions) -> list[str]:
+def supervisor_command(
+    root: str, sandbox_id: str, options: LocalOptions, vm: VmOptions | None = None
+) -> list[str]:
+    """The supervisor's argv; with ``vm``, QEMU and the guest image are checked (built) first.
+
+    Raises:
+        KuasarError: QEMU, busybox-static or the kernel package is missing (with the install hint).
+    """
     command = [
         sys.executable,
         "-m",
@@ -87,7 +94,7 @@ def supervisor_command(root: str, sandbox_id: str, options: LocalOptions) -> lis
     ]
     if options.shell:
         command += ["--shell", options.shell]
-    return command
+    return command + (_vm_arguments(vm) if vm is not None else [])
 
 
 def _filesystem_type(path: str) -> str | None:
@@ -277,10 +284,9 @@ def start_sandbox(
         SandboxError: it could not be created or did not start (hints carry the log's last lines,
             or the guest console's).
     """
-    extra = _vm_arguments(vm) if vm is not None else []
     timeout = limits.sandbox_start_timeout + (vm.boot_timeout + 2 * limits.kvm_probe_timeout if vm else 0)
+    command = [*supervisor_command(os.path.abspath(root), sandbox_id, options, vm), "--daemonize"]
     directory = prepare_directory(root, sandbox_id)
-    command = [*supervisor_command(os.path.dirname(directory), sandbox_id, options), *extra, "--daemonize"]
     read_fd, write_fd = os.pipe()
     pids: list[int] = []
     try:

@@ -100,7 +100,7 @@ class QemuGuest:
             return ["tcg"]
         verdict = qemu.kvm_verdict(self.cache, self.release) if self.cache else None
         if verdict is not None and verdict != "ok":
-            log.info("not trying KVM: it %s on this host (cached verdict)", verdict)
+            log.info("not trying KVM: an earlier try on this host %s", verdict.replace("fails:", "failed:"))
             return ["tcg"]
         return ["kvm", "tcg"]
 

@@ -147,12 +147,6 @@ def run(args: argparse.Namespace) -> int:
         shell=args.shell,
         log_level=args.log_level,
     )
-    if args.foreground:
-        directory = local.prepare_directory(root, sandbox_id)
-        output.write_stdout(sandbox_id + "\n")
-        output.flush_stdout()
-        command = local.supervisor_command(os.path.dirname(directory), sandbox_id, options)
-        os.execv(command[0], command)
     vm = None
     if args.vmm == "qemu":
         if not args.agent_api:
@@ -162,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
         vm = local.VmOptions(
             memory_mib=args.memory, cpus=args.cpus, accel=args.accel, boot_timeout=args.boot_timeout
         )
+    if args.foreground:
+        command = local.supervisor_command(os.path.abspath(root), sandbox_id, options, vm)  # checks QEMU
+        local.prepare_directory(root, sandbox_id)
+        output.write_stdout(sandbox_id + "\n")
+        output.flush_stdout()
+        os.execv(command[0], command)
     local.start_sandbox(root, sandbox_id, options, vm=vm)
     output.write_stdout(sandbox_id + "\n")
     return 0
