@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,18 +115,26 @@ def test_a_crashed_qemu_shows_in_ps_and_stop_cleans_up() -> None:
         stop_qemu_sandbox(sandbox)
 
 
-def _booting(name: str) -> tuple[subprocess.Popen[bytes], str, str]:
-    """``sandbox run --vmm qemu`` in the background, returned once QEMU runs (its console exists)."""
-    root = short_tmpdir("kqe")
+@contextlib.contextmanager
+def _booting(name: str) -> Iterator[tuple[subprocess.Popen[bytes], str, str]]:
+    """``sandbox run --vmm qemu`` in the background, yielded once QEMU runs (its console exists);
+    afterwards nothing of it is left, whatever the test did."""
     _image()
+    root = short_tmpdir("kqe")
+    directory = os.path.join(root, name)
     run = subprocess.Popen(
         [sys.executable, "-m", "kuasar.ctl", "sandbox", "run", "-d", root, "--vmm", "qemu", "--name", name],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )
-    directory = os.path.join(root, name)
-    assert wait_for(lambda: os.path.exists(os.path.join(directory, "console.log")), timeout=60)
-    return run, root, directory
+    try:
+        assert wait_for(lambda: os.path.exists(os.path.join(directory, "console.log")), timeout=60)
+        yield run, root, directory
+    finally:
+        run.kill()
+        run.wait()
+        kill_supervisor(directory)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _qemu_of(name: str) -> list[str]:
@@ -135,44 +145,26 @@ def _qemu_of(name: str) -> list[str]:
 
 
 def test_ctrl_c_of_sandbox_run_while_it_boots_leaves_nothing() -> None:
-    run, root, directory = _booting("early-1")
-    try:
+    with _booting("early-1") as (run, _, directory):
         run.send_signal(signal.SIGINT)
         _, err = run.communicate(timeout=60)
         assert run.returncode == 130, err
         assert not os.path.exists(directory)
         assert wait_for(lambda: not _qemu_of("early-1"), timeout=30), _qemu_of("early-1")
-    finally:
-        run.kill()
-        run.wait()
-        kill_supervisor(directory)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sandbox_stop_while_it_boots_ends_the_boot() -> None:
-    run, root, directory = _booting("early-2")
-    try:
+    with _booting("early-2") as (run, root, directory):
         env = {**os.environ, "KUASAR_SOCKET_DIR": root}
-        stop = subprocess.run(
-            [sys.executable, "-m", "kuasar.ctl", "sandbox", "stop", "early-2"],
-            capture_output=True,
-            env=env,
-            timeout=60,
-        )
+        argv = [sys.executable, "-m", "kuasar.ctl", "sandbox", "stop", "early-2"]
+        stop = subprocess.run(argv, capture_output=True, env=env, timeout=60, check=False)
         assert stop.returncode == 0, stop.stderr
         _, err = run.communicate(timeout=60)
         assert run.returncode == 125
-        assert (
-            err.decode().splitlines()[0]
-            == "Error: QEMU sandbox early-2 failed to start: stopped during start-up"
-        )
+        said = err.decode().splitlines()[0]
+        assert said == "Error: QEMU sandbox early-2 failed to start: stopped during start-up"
         assert not os.path.exists(directory)
         assert wait_for(lambda: not _qemu_of("early-2"), timeout=30), _qemu_of("early-2")
-    finally:
-        run.kill()
-        run.wait()
-        kill_supervisor(directory)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_sandbox_run_past_its_boot_timeout_says_so_with_the_console_tail() -> None:

@@ -213,16 +213,7 @@ class _LocalGuest:
     async def start(self) -> SandboxState:
         await self.hvsock.start()
         self.agent = await _start_agent(self.directory, self.args.id, self.args, self.log_fd, self.limits)
-        return SandboxState(
-            id=self.args.id,
-            kind="local",
-            supervisor_pid=os.getpid(),
-            agent_pid=self.agent.pid,
-            created=time.time(),
-            debug_console=self.args.debug_console,
-            agent_api=self.args.agent_api,
-            namespaces=_use_namespaces(self.args),
-        )
+        return sandbox_record(self.args, "local", self.agent.pid, namespaces=_use_namespaces(self.args))
 
     async def wait(self) -> int:
         assert self.agent is not None
@@ -249,19 +240,23 @@ def _guest(directory: str, args: argparse.Namespace, log_fd: int, limits: Limits
     return _LocalGuest(directory, args, log_fd, limits)
 
 
-def _starting(args: argparse.Namespace) -> SandboxState:
-    """The record written before the guest is up: it names this process for ``sandbox stop``."""
+def sandbox_record(args: argparse.Namespace, kind: str, guest_pid: int, **fields: Any) -> SandboxState:
+    """This supervisor's state record: its flags, its PID, now, and the guest's host process."""
     return SandboxState(
         id=args.id,
-        kind="qemu" if args.vmm == "qemu" else "local",
+        kind=kind,
         supervisor_pid=os.getpid(),
-        agent_pid=0,
+        agent_pid=guest_pid,
         created=time.time(),
         debug_console=args.debug_console,
         agent_api=args.agent_api,
-        namespaces=False,
-        starting=True,
+        **{"namespaces": False, **fields},
     )
+
+
+def _starting(args: argparse.Namespace) -> SandboxState:
+    """The record written before the guest is up: it names this process for ``sandbox stop``."""
+    return sandbox_record(args, "qemu" if args.vmm == "qemu" else "local", 0, starting=True)
 
 
 async def _start_unless_stopped(guest: _Guest, stop_wait: asyncio.Future[Any]) -> SandboxState:

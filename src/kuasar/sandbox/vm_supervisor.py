@@ -13,13 +13,13 @@ import argparse
 import logging
 import os
 import sys
-import time
 import zlib
 
 from kuasar.address import VsockAddress
 from kuasar.config import Limits
 from kuasar.errors import UsageError
 from kuasar.sandbox.state import SandboxState
+from kuasar.sandbox.supervisor import sandbox_record
 from kuasar.transport.hvsock_server import HvsockServer
 from kuasar.vmm import image
 from kuasar.vmm.qemu import VmSpec, vhost_vsock_device
@@ -94,15 +94,10 @@ class VmGuest:
             )
             await self.proxy.start()
         assert guest.qemu is not None
-        return SandboxState(
-            id=self.args.id,
-            kind="qemu",
-            supervisor_pid=os.getpid(),
-            agent_pid=guest.qemu.pid,
-            created=time.time(),
-            debug_console=self.args.debug_console,
-            agent_api=True,
-            namespaces=False,
+        return sandbox_record(
+            self.args,
+            "qemu",
+            guest.qemu.pid,
             accel=guest.accel,
             device_pid=guest.device.pid if guest.device is not None else 0,
             kernel=self.args.kernel_release,
