@@ -61,13 +61,11 @@ _FORMAT = [bytes([b]) if b in _LITERAL else b"%%" if b == 0x25 else b"\\%03o" % 
 
 
 @functools.cache
-def _pattern(name: str) -> re.Pattern[bytes]:
-    """This module's byte patterns, compiled on first use (``import re`` is not on exec's
-    start-up path)."""
+def _not_literal() -> re.Pattern[bytes]:
+    """The bytes a printf format escapes, compiled on first use (no ``re`` at exec's start-up)."""
     import re
 
-    patterns = {"printable": rb"[\x20-\x7e]*", "not literal": rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]"}
-    return re.compile(patterns[name])
+    return re.compile(rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]")
 
 
 def _is_env_name(key: str) -> bool:
@@ -128,7 +126,7 @@ def shell_quote(arg: str) -> str:
 
 def encode_format(data: bytes) -> bytes:
     """``data`` as a printf format of printable ASCII that prints exactly ``data``."""
-    return _pattern("not literal").sub(_format_byte, data)
+    return _not_literal().sub(_format_byte, data)
 
 
 def _format_byte(match: re.Match[bytes]) -> bytes:
