@@ -138,7 +138,7 @@ def test_the_build_is_cached_by_content(tmp_path: Path, monkeypatch: pytest.Monk
     (tree / "boot" / "vmlinuz-6.1.0-9-amd64").write_bytes(b"kernel")
     kernel = tree / "lib" / "modules" / "6.1.0-9-amd64" / "kernel"
     kernel.mkdir(parents=True)
-    for name in ("virtio_pci", "9p", "9pnet_virtio", "vmw_vsock_virtio_transport", "vsock_diag"):
+    for name in image.MODULES:
         _module(kernel, name, "")
     monkeypatch.setenv("KUASAR_VM_CACHE", str(tmp_path))
     monkeypatch.delenv("KUASAR_VM_KERNEL_DEB", raising=False)

@@ -2,8 +2,9 @@
 # /init of the kuasar-py guest image (kuasar.vmm.image): the only code that runs before kuasar-agent.
 #
 # 1. load the virtio, 9p and vsock modules (listed in dependency order in /lib/modules/order);
-# 2. mount the host's root, exported read-only by QEMU over 9p (tag "hostroot"), as the new root,
-#    with tmpfs on /tmp, /var/tmp and HOME;
+# 2. mount the host's root, exported read-only by QEMU over 9p (tag "hostroot"), under an overlay
+#    whose upper layer is a tmpfs: the guest may write anywhere (into its own RAM), nothing of the
+#    host is hidden (the project may live under /tmp or /root) and nothing reaches the host;
 # 3. switch_root into it and exec the host's Python running kuasar-agent as PID 1 (the agent does
 #    the rest of early init: /proc, /sys, /dev, /dev/pts, /dev/shm, /run, cgroups).
 #
@@ -37,25 +38,19 @@ for word in $($B cat /proc/cmdline); do
 done
 [ -n "$python" ] || fail "no kuasar.python= on the kernel command line"
 
-$B mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose hostroot /newroot \
+$B mkdir -p /host /rw
+$B mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=524288,cache=loose hostroot /host \
     || fail "cannot mount the host's root (9p tag hostroot)"
-for dir in tmp var/tmp; do
-    $B mount -t tmpfs -o mode=1777 tmpfs "/newroot/$dir" || fail "cannot mount a tmpfs on /$dir"
-done
-real=$($B chroot /newroot /bin/readlink -e "$python") && $B chroot /newroot /bin/sh -c '[ -x "$1" ]' sh "$real" \
-    || fail "$python is not an executable in the host's root"
-# HOME: a tmpfs over the host's /root, unless the host's Python lives there (pyenv): then /tmp/root.
-home=/root
-case "$real" in /root/*) home=/tmp/root ;; esac
-if [ "$home" = /root ]; then
-    $B mount -t tmpfs -o mode=0700 tmpfs /newroot/root || fail "cannot mount a tmpfs on /root"
-fi
-$B mkdir -p -m 0700 "/newroot$home"
+# Writable, in guest RAM, hiding nothing: an overlay whose lower layer is the read-only host root.
+$B mount -t tmpfs -o mode=0755 tmpfs /rw && $B mkdir -p /rw/upper /rw/work \
+    && $B mount -t overlay overlay -o lowerdir=/host,upperdir=/rw/upper,workdir=/rw/work /newroot \
+    || fail "cannot mount the overlay of the host's root"
+$B chroot /newroot /bin/sh -c '[ -x "$1" ]' sh "$python" || fail "$python is not an executable in the host's root"
 echo "KUASAR-INIT: root mounted at $($B cut -d' ' -f1 /proc/uptime)"
 
 $B umount -l /proc
 $B umount -l /dev
 if [ -n "$hostname" ]; then
-    exec $B switch_root /newroot "$python" -m kuasar.agent --home "$home" --hostname "$hostname"
+    exec $B switch_root /newroot "$python" -m kuasar.agent --home /root --hostname "$hostname"
 fi
-exec $B switch_root /newroot "$python" -m kuasar.agent --home "$home"
+exec $B switch_root /newroot "$python" -m kuasar.agent --home /root

@@ -9,14 +9,14 @@ What the image is:
 - **kernel**: Debian's generic ``linux-image-*-amd64`` package (the ``-cloud-`` flavour has no 9p),
   fetched with ``apt-get download`` into the cache — the only download — and unpacked with
   ``dpkg-deb -x``; ``KUASAR_VM_KERNEL_DEB`` names a package file to use instead.
-- **initramfs** (newc cpio, gzip, written here): busybox-static, the virtio/9p/vsock modules in
+- **initramfs** (newc cpio, gzip, written here): busybox-static, the virtio/9p/overlay/vsock modules in
   dependency order (read from each ``.ko``'s ``depends=``), and ``guest_init.sh`` as ``/init``.
 - **userland**: not in the image. QEMU exports the host's root read-only over 9p; ``/init`` mounts
-  it as the guest's root with tmpfs on ``/tmp``, ``/root``, ``/var/tmp`` and ``/run``, and runs the
-  host's Python with the installed project as PID 1. The guest therefore always runs the code and
-  the ``runc``, ``bash`` and coreutils that are installed on the host, with nothing to rebuild when
-  the project changes (README "Real-kernel sandboxes" gives the measured trade-off against packing
-  Python into the initramfs).
+  it under an overlay with a tmpfs upper layer (the guest writes into its own RAM, nothing of the
+  host is hidden) as the guest's root, and runs the host's Python with the installed project as
+  PID 1. The guest therefore always runs the code and the ``runc``, ``bash`` and coreutils that are
+  installed on the host, with nothing to rebuild when the project changes (README "Real-kernel
+  sandboxes" gives the measured trade-off against packing Python into the initramfs).
 
 The build is cached in ``$KUASAR_VM_CACHE`` (default ``$XDG_CACHE_HOME/kuasar-py/vm``); the initramfs
 file is named by the hash of its content, so it is rebuilt exactly when an input changes.
@@ -49,7 +49,7 @@ __all__ = [
 KERNEL_META = "linux-image-amd64"
 #: The modules the guest needs (vsock_diag: ``ss --vsock`` works in the guest); their dependencies are
 #: added and ordered by :func:`module_order`.
-MODULES = ("virtio_pci", "9p", "9pnet_virtio", "vmw_vsock_virtio_transport", "vsock_diag")
+MODULES = ("virtio_pci", "9p", "9pnet_virtio", "overlay", "vmw_vsock_virtio_transport", "vsock_diag")
 INIT = Path(__file__).with_name("guest_init.sh")
 _DEB_GLOB = "linux-image-*-amd64_*.deb"
 _TIMEOUT = 600.0
