@@ -42,6 +42,7 @@ LAYERS: dict[str, Layer] = {
             "kuasar._fdio",
             "kuasar._tracing",
             "kuasar._record",
+            "kuasar._subprocess",
             "kuasar._poll",
             "kuasar.logtime",
             "kuasar.sandbox.state",  # the state-record format ps and the supervisor share

@@ -39,8 +39,6 @@ _ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 #: ``ROOT/ID/vsock/1024.sock`` must fit in sun_path (107 bytes).
 _GUEST_SUFFIX = len("/vsock/1024.sock")
 _MAX_SOCKET_PATH = 107
-#: A QEMU guest's serial console in its directory (kuasar.vmm.qemu.CONSOLE_LOG).
-CONSOLE_LOG = "console.log"
 #: The longest start-up report read from a supervisor (an error with a console tail fits).
 _REPORT_LIMIT = 64 * 1024
 
@@ -201,13 +199,12 @@ def _log_tail(directory: str, lines: int = 5) -> list[str]:
         return []
 
 
-def _read_report(read_fd: int, timeout: float, pids: list[int]) -> tuple[int | None, str, list[str]]:
-    """The supervisor's start-up report: its PID (``pid N``, also appended to ``pids`` at once, for
-    an interrupted caller), then ``ready``, or ``error MESSAGE`` followed by ``hint TEXT`` lines until
-    it closes the pipe."""
+def _read_report(read_fd: int, timeout: float, pids: list[int]) -> tuple[str, list[str]]:
+    """The supervisor's start-up report: its PID (``pid N``, appended to ``pids`` as it comes, so an
+    interrupted caller knows it too), then ``ready``, or ``error MESSAGE`` followed by ``hint TEXT``
+    lines until it closes the pipe."""
     deadline = time.monotonic() + timeout
     data = b""
-    pid: int | None = None
     report: str | None = None
     hints: list[str] = []
     while len(data) < _REPORT_LIMIT:
@@ -215,24 +212,23 @@ def _read_report(read_fd: int, timeout: float, pids: list[int]) -> tuple[int | N
             line, data = data.split(b"\n", 1)
             text = line.decode(errors="replace").strip()
             if report is None and text.startswith("pid ") and text[4:].isdecimal():
-                pid = int(text[4:])
-                pids.append(pid)
+                pids.append(int(text[4:]))
             elif report is None:
                 report = text
                 if text == "ready":
-                    return pid, report, hints
+                    return report, hints
             elif text.startswith("hint "):
                 hints.append(printable(text[5:]))
         remaining = deadline - time.monotonic()
         if remaining <= 0:
-            return pid, report or "error the sandbox did not report ready in time", hints
+            return report or "error the sandbox did not report ready in time", hints
         ready, _, _ = select.select([read_fd], [], [], remaining)
         if ready:
             chunk = os.read(read_fd, 4096)
             if not chunk:
                 break
             data += chunk
-    return pid, report or "error the sandbox supervisor exited during start-up", hints
+    return report or "error the sandbox supervisor exited during start-up", hints
 
 
 class VmOptions(Record):
@@ -304,13 +300,11 @@ def start_sandbox(
             )
         os.close(write_fd)
         write_fd = -1
-        pid, report, hints = _read_report(read_fd, timeout, pids)
+        report, hints = _read_report(read_fd, timeout, pids)
     except subprocess.TimeoutExpired:
-        pid, report, hints = None, "error the sandbox supervisor did not start", []
+        report, hints = "error the sandbox supervisor did not start", []
     except KeyboardInterrupt:  # Ctrl-C while it boots: no half-made sandbox is left behind
-        for started in pids:
-            if is_supervisor(started):
-                _kill_group(started)
+        _kill_supervisors(pids)
         shutil.rmtree(directory, ignore_errors=True)
         raise
     finally:
@@ -319,8 +313,7 @@ def start_sandbox(
             os.close(write_fd)
     if report == "ready":
         return directory
-    if pid is not None and is_supervisor(pid):
-        _kill_group(pid)
+    _kill_supervisors(pids)
     hints = hints or _log_tail(directory)
     shutil.rmtree(directory, ignore_errors=True)
     kind = "QEMU" if vm is not None else "local"
@@ -342,8 +335,18 @@ def log_path(ref: SandboxRef, *, supervisor: bool = False) -> str:
             f"{ref.id} was not started by kuasarctl (no sandbox.json in {printable(ref.directory)})",
             hints=["Kuasar VM sandboxes log through containerd and their VMM's own files."],
         )
-    name = CONSOLE_LOG if state.kind == "qemu" and not supervisor else LOG_FILE
-    return os.path.join(ref.directory, name)
+    if state.kind == "qemu" and not supervisor:
+        from kuasar.vmm.qemu import CONSOLE_LOG
+
+        return os.path.join(ref.directory, CONSOLE_LOG)
+    return os.path.join(ref.directory, LOG_FILE)
+
+
+def _kill_supervisors(pids: list[int]) -> None:
+    """Kill the process group of each PID that is still a supervisor (never a stale PID)."""
+    for pid in pids:
+        if is_supervisor(pid):
+            _kill_group(pid)
 
 
 def _kill_group(pid: int) -> None:

@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Protocol
 
+from kuasar._subprocess import exit_within, terminate
 from kuasar._text import printable
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import KuasarError, SandboxError
@@ -122,20 +123,11 @@ async def wait_agent_ready(
         transport.close()
     if line.strip() == b"ready":
         return
-    code = await _exit_status(process, limits.agent_stop_grace)
+    code = await exit_within(process, limits.agent_stop_grace)
     if code is not None:
         raise SandboxError(f"the agent exited during start-up (exit status {code})")
     said = printable(line.decode("utf-8", "replace").strip()) if line else "nothing"
     raise SandboxError(f"the agent reported {said!r} instead of ready")
-
-
-async def _exit_status(process: asyncio.subprocess.Process, grace: float) -> int | None:
-    """The process's exit status once it exits within ``grace`` seconds, else ``None``."""
-    try:
-        async with asyncio.timeout(grace):
-            return await process.wait()
-    except TimeoutError:
-        return None
 
 
 async def _start_agent(
@@ -167,15 +159,7 @@ async def _start_agent(
 
 async def _stop_agent(process: asyncio.subprocess.Process, limits: Limits) -> None:
     """SIGTERM, ``limits.agent_stop_grace`` to exit, then SIGKILL and ``limits.kill_timeout``."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    if await _exit_status(process, limits.agent_stop_grace) is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    if await _exit_status(process, limits.kill_timeout) is None:
+    if not await terminate(process, limits.agent_stop_grace, limits.kill_timeout):
         log.error("the agent (pid %d) did not exit %g s after SIGKILL", process.pid, limits.kill_timeout)
 
 
@@ -213,7 +197,7 @@ class _LocalGuest:
     async def start(self) -> SandboxState:
         await self.hvsock.start()
         self.agent = await _start_agent(self.directory, self.args.id, self.args, self.log_fd, self.limits)
-        return sandbox_record(self.args, "local", self.agent.pid, namespaces=_use_namespaces(self.args))
+        return sandbox_record(self.args, self.agent.pid, namespaces=_use_namespaces(self.args))
 
     async def wait(self) -> int:
         assert self.agent is not None
@@ -240,23 +224,27 @@ def _guest(directory: str, args: argparse.Namespace, log_fd: int, limits: Limits
     return _LocalGuest(directory, args, log_fd, limits)
 
 
-def sandbox_record(args: argparse.Namespace, kind: str, guest_pid: int, **fields: Any) -> SandboxState:
-    """This supervisor's state record: its flags, its PID, now, and the guest's host process."""
+def sandbox_record(
+    args: argparse.Namespace, guest_pid: int, *, namespaces: bool = False, **fields: Any
+) -> SandboxState:
+    """This supervisor's state record: its flags (``--vmm`` is the kind), its PID, now, and the
+    guest's host process."""
     return SandboxState(
         id=args.id,
-        kind=kind,
+        kind=args.vmm,
         supervisor_pid=os.getpid(),
         agent_pid=guest_pid,
         created=time.time(),
         debug_console=args.debug_console,
         agent_api=args.agent_api,
-        **{"namespaces": False, **fields},
+        namespaces=namespaces,
+        **fields,
     )
 
 
 def _starting(args: argparse.Namespace) -> SandboxState:
     """The record written before the guest is up: it names this process for ``sandbox stop``."""
-    return sandbox_record(args, "qemu" if args.vmm == "qemu" else "local", 0, starting=True)
+    return sandbox_record(args, 0, starting=True)
 
 
 async def _start_unless_stopped(guest: _Guest, stop_wait: asyncio.Future[Any]) -> SandboxState:

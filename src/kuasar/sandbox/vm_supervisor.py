@@ -19,11 +19,11 @@ from kuasar.address import VsockAddress
 from kuasar.config import Limits
 from kuasar.errors import UsageError
 from kuasar.sandbox.state import SandboxState
-from kuasar.sandbox.supervisor import sandbox_record
+from kuasar.sandbox.supervisor import SOCKET_FILE, sandbox_record
 from kuasar.transport.hvsock_server import HvsockServer
 from kuasar.vmm import image
 from kuasar.vmm.qemu import VmSpec, vhost_vsock_device
-from kuasar.vmm.qemu_guest import SOCKET_FILE, BootError, QemuGuest
+from kuasar.vmm.qemu_guest import BootError, QemuGuest
 
 #: Guest CIDs start here (0-2 are reserved: hypervisor, local, host).
 FIRST_GUEST_CID = 3
@@ -96,7 +96,6 @@ class VmGuest:
         assert guest.qemu is not None
         return sandbox_record(
             self.args,
-            "qemu",
             guest.qemu.pid,
             accel=guest.accel,
             device_pid=guest.device.pid if guest.device is not None else 0,

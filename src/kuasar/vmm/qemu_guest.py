@@ -22,12 +22,11 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
+from kuasar._subprocess import exit_within, kill, terminate
 from kuasar._text import printable
 from kuasar.address import Address, HvsockAddress, VsockAddress
 from kuasar.config import AGENT_PORT, DEFAULT_LIMITS, Limits
@@ -87,7 +86,6 @@ class QemuGuest:
         self.limits = limits
         self.qemu: asyncio.subprocess.Process | None = None
         self.device: asyncio.subprocess.Process | None = None
-        self.booted_after = 0.0
 
     @property
     def accel(self) -> str:
@@ -161,8 +159,7 @@ class QemuGuest:
         if probe_kvm:
             await self._wait_for_init()
         await self._wait_until_ready(started)
-        self.booted_after = time.monotonic() - started
-        log.info("guest ready after %.1f s", self.booted_after)
+        log.info("guest ready after %.1f s", time.monotonic() - started)
 
     async def _start_device(self) -> None:
         directory = self.spec.directory
@@ -241,13 +238,13 @@ class QemuGuest:
         """Power the guest off cleanly; force it after ``limits.vm_poweroff_grace``."""
         if self.qemu is not None and self.qemu.returncode is None:
             await self._qmp("send-key", ctrl_alt_delete)
-            if await _exit_within(self.qemu, self.limits.vm_poweroff_grace) is None:
+            if await exit_within(self.qemu, self.limits.vm_poweroff_grace) is None:
                 log.warning(
                     "the guest did not power off within %g s: quitting QEMU", self.limits.vm_poweroff_grace
                 )
                 await self._qmp("quit")
-                if await _exit_within(self.qemu, self.limits.agent_stop_grace) is None:
-                    await _kill(self.qemu, self.limits)
+                if await exit_within(self.qemu, self.limits.agent_stop_grace) is None:
+                    await self._kill(self.qemu)
         await self._stop_device()
 
     async def _qmp(self, name: str, arguments: dict[str, object] | None = None) -> None:
@@ -259,23 +256,22 @@ class QemuGuest:
             log.warning("QMP %s: %s", name, exc or "timed out")
 
     async def _stop_device(self) -> None:
-        if self.device is None or self.device.returncode is not None:
+        """It exits by itself once QEMU's connection is gone; else SIGTERM, then SIGKILL."""
+        device, grace = self.device, self.limits.agent_stop_grace
+        if device is None or await exit_within(device, grace) is not None:
             return
-        if await _exit_within(self.device, self.limits.agent_stop_grace) is not None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            self.device.send_signal(signal.SIGTERM)
-        if await _exit_within(self.device, self.limits.agent_stop_grace) is None:
-            await _kill(self.device, self.limits)
+        if not await terminate(device, grace, self.limits.kill_timeout):
+            log.error("the vsock device (pid %d) did not exit after SIGKILL", device.pid)
+
+    async def _kill(self, process: asyncio.subprocess.Process) -> None:
+        if not await kill(process, self.limits.kill_timeout):
+            log.error("process %d did not exit %g s after SIGKILL", process.pid, self.limits.kill_timeout)
 
     async def _kill_all(self) -> None:
         for process in (self.qemu, self.device):
             if process is not None:
-                await _kill(process, self.limits)
+                await self._kill(process)
         self.qemu = self.device = None
-
-    def pids(self) -> Sequence[int]:
-        return [p.pid for p in (self.qemu, self.device) if p is not None]
 
 
 def _open_log(path: str) -> int:
@@ -304,20 +300,3 @@ def _qemu_said(directory: str) -> str:
         return ""
     said = [line.strip() for line in lines if line.strip()]
     return printable(said[-1].removeprefix("qemu-system-x86_64: ")) if said else ""
-
-
-async def _exit_within(process: asyncio.subprocess.Process, grace: float) -> int | None:
-    try:
-        async with asyncio.timeout(grace):
-            return await process.wait()
-    except TimeoutError:
-        return None
-
-
-async def _kill(process: asyncio.subprocess.Process, limits: Limits) -> None:
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.kill()
-    if await _exit_within(process, limits.kill_timeout) is None:
-        log.error("process %d did not exit %g s after SIGKILL", process.pid, limits.kill_timeout)
