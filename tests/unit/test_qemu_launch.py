@@ -177,4 +177,7 @@ def test_console_tail_is_escaped_and_bounded(tmp_path: Path) -> None:
     tail = console_tail(str(tmp_path), lines=5)
     assert tail[0] == "console.log:" and len(tail) == 6
     assert tail[-1] == "  evil \\x1b[2J end" and tail[1] == "  line 36"
-    assert console_tail(str(tmp_path / "none")) == []
+    empty = ["console.log is empty: the guest kernel printed nothing yet"]
+    assert console_tail(str(tmp_path / "none")) == empty
+    (tmp_path / "console.log").write_text("\n \n")
+    assert console_tail(str(tmp_path)) == empty

@@ -30,7 +30,7 @@ from .qemu_vm import qemu_binary
 
 pytestmark = [pytest.mark.vm, pytest.mark.timeout(300)]
 
-RUN_SLOW = ("--name", "slow-1", "--boot-timeout", "6")
+RUN_SLOW = ("--name", "slow-1", "--boot-timeout", "2")
 NEVER_ANSWERS = str(Path(__file__).with_name("never_answers.sh"))
 
 
@@ -169,7 +169,8 @@ def test_sandbox_stop_while_it_boots_ends_the_boot() -> None:
 
 def test_sandbox_run_past_its_boot_timeout_says_so_with_the_console_tail() -> None:
     """Through the CLI: the supervisor's error and its hint lines reach the operator, and nothing
-    is left (TCG needs ~10 s to answer, so 6 s runs out, after /init has said it runs at ~2.5 s)."""
+    is left. 2 s always run out (TCG needs ~10 s to answer) and before the kernel printed anything
+    (~6 s): the console tail itself is tested above, with a guest that never answers."""
     _image()
     root = short_tmpdir("kqt")
     try:
@@ -181,9 +182,9 @@ def test_sandbox_run_past_its_boot_timeout_says_so_with_the_console_tail() -> No
         )
         lines = done.stderr.decode().splitlines()
         assert done.returncode == 125, lines
-        said = "the guest did not answer on vsock port 1024 within 6 s"
+        said = "the guest did not answer on vsock port 1024 within 2 s"
         assert lines[0] == f"Error: QEMU sandbox slow-1 failed to start: {said}"
-        assert lines[1] == "console.log:" and "KUASAR-INIT: kernel up" in "\n".join(lines), lines
+        assert lines[1] == "console.log is empty: the guest kernel printed nothing yet", lines
         assert lines[-1] == "A slower host needs --boot-timeout."
         assert os.listdir(root) == [] and not _qemu_of("slow-1")
     finally:

@@ -53,16 +53,19 @@ class _KvmFailed(Exception):
 
 
 def console_tail(directory: str, lines: int = 12) -> list[str]:
-    """The serial console's last ``lines`` lines, escaped and indented (hints of a boot error)."""
+    """The serial console's last ``lines`` lines, escaped and indented (hints of a boot error); a
+    console with nothing on it yet says so (the kernel had not even reached ``/init``)."""
     try:
         with open(os.path.join(directory, qemu.CONSOLE_LOG), "rb") as file:
             file.seek(0, os.SEEK_END)
             file.seek(max(0, file.tell() - 16384))
             text = file.read().decode("utf-8", "replace")
     except OSError:
-        return []
+        text = ""
     tail = [line.rstrip() for line in text.splitlines() if line.strip()][-lines:]
-    return ["console.log:", *(f"  {printable(line)}" for line in tail)] if tail else []
+    if not tail:
+        return ["console.log is empty: the guest kernel printed nothing yet"]
+    return ["console.log:", *(f"  {printable(line)}" for line in tail)]
 
 
 class QemuGuest:
