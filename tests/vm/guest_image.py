@@ -9,8 +9,6 @@ busybox and its socat with the libraries ``ldd`` names.
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import os
 import shutil
 import subprocess
@@ -83,21 +81,10 @@ def build() -> GuestImage:
         Unavailable: a tool or the kernel package is missing.
     """
     try:
-        unpacked = image.kernel()
+        cache = image.cache_dir()
+        unpacked = image.kernel(cache)
         entries = _entries(unpacked.modules)
     except image.ImageError as exc:
         raise Unavailable(str(exc)) from None
-    digest = hashlib.sha256()
-    for name, mode, data in entries:
-        digest.update(b"%s %o %d\0" % (name.encode(), mode, len(data)))
-        digest.update(data)
-    cache = image.cache_dir()
-    initrd = cache / f"device-test-initrd-{digest.hexdigest()[:16]}.img"
-    if not initrd.exists():
-        partial = initrd.with_name(f"{initrd.name}.{os.getpid()}.partial")
-        partial.write_bytes(gzip.compress(image.cpio_newc(entries), compresslevel=6))
-        partial.rename(initrd)
-        for stale in cache.glob("device-test-initrd-*.img"):  # built from inputs that changed since
-            if stale != initrd:
-                stale.unlink(missing_ok=True)
+    initrd, _ = image.cached_initrd(cache, entries, prefix="device-test-initrd")
     return GuestImage(unpacked.vmlinuz, initrd, unpacked.release)

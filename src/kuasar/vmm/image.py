@@ -219,13 +219,13 @@ class Kernel:
     modules: dict[str, Path]
 
 
-def kernel() -> Kernel:
-    """The kernel package, fetched and unpacked into the cache on first use.
+def kernel(cache: Path | None = None) -> Kernel:
+    """The kernel package, fetched and unpacked into ``cache`` (default :func:`cache_dir`) on first use.
 
     Raises:
         ImageError: apt-get, dpkg-deb or the package is missing.
     """
-    cache = cache_dir()
+    cache = cache or cache_dir()
     tree = _kernel_tree(cache, _kernel_deb(cache))
     kernels = sorted((tree / "boot").glob("vmlinuz-*"))
     if not kernels:
@@ -250,6 +250,32 @@ def _entries(index: dict[str, Path]) -> list[tuple[str, int, bytes]]:
     return entries
 
 
+def cached_initrd(
+    cache: Path, entries: list[tuple[str, int, bytes]], *, prefix: str = "initrd", salt: bytes = b""
+) -> tuple[Path, bool]:
+    """``entries`` as a gzip'd newc archive in ``cache``, named ``PREFIX-HASH.img`` by a hash of
+    ``salt`` and the entries: written only when no file of that name exists (then older
+    ``PREFIX-*.img`` files, built from inputs that changed since, are removed).
+
+    Returns:
+        The archive's path, and whether it was written now.
+    """
+    digest = hashlib.sha256(salt)
+    for name, mode, data in entries:
+        digest.update(b"%s %o %d\0" % (name.encode(), mode, len(data)))
+        digest.update(data)
+    initrd = cache / f"{prefix}-{digest.hexdigest()[:16]}.img"
+    if initrd.exists():
+        return initrd, False
+    partial = initrd.with_name(f"{initrd.name}.{os.getpid()}.partial")
+    partial.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=6))
+    partial.rename(initrd)
+    for stale in cache.glob(f"{prefix}-*.img"):
+        if stale != initrd:
+            stale.unlink(missing_ok=True)
+    return initrd, True
+
+
 def build() -> GuestImage:
     """The cached image, built or rebuilt when the kernel package, busybox or ``/init`` changed.
 
@@ -257,20 +283,7 @@ def build() -> GuestImage:
         ImageError: a tool or the kernel package is missing (the hint says what to install).
     """
     cache = cache_dir()
-    unpacked = kernel()
-    vmlinuz, release = unpacked.vmlinuz, unpacked.release
+    unpacked = kernel(cache)
     entries = _entries(unpacked.modules)
-    digest = hashlib.sha256(release.encode())
-    for name, mode, data in entries:
-        digest.update(b"%s %o %d\0" % (name.encode(), mode, len(data)))
-        digest.update(data)
-    initrd = cache / f"initrd-{digest.hexdigest()[:16]}.img"
-    if initrd.exists():
-        return GuestImage(vmlinuz, initrd, release, built=False)
-    partial = initrd.with_name(f"{initrd.name}.{os.getpid()}.partial")
-    partial.write_bytes(gzip.compress(cpio_newc(entries), compresslevel=6))
-    partial.rename(initrd)
-    for stale in cache.glob("initrd-*.img"):  # built from inputs that changed since
-        if stale != initrd:
-            stale.unlink(missing_ok=True)
-    return GuestImage(vmlinuz, initrd, release, built=True)
+    initrd, built = cached_initrd(cache, entries, salt=unpacked.release.encode())
+    return GuestImage(unpacked.vmlinuz, initrd, unpacked.release, built=built)
