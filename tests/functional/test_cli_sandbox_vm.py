@@ -142,3 +142,23 @@ async def test_qmp_client_refuses_what_is_not_a_monitor() -> None:
         server.close()
         await server.wait_closed()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def test_sandbox_logs_prints_the_log_bytes_unchanged() -> None:
+    root = short_tmpdir("kql")
+    try:
+        directory = os.path.join(root, "vm-b")
+        os.mkdir(directory)
+        record = {"id": "vm-b", "kind": "qemu", "supervisor_pid": 0, "agent_pid": 0, "created": 0.0}
+        record |= {"debug_console": True, "agent_api": True, "namespaces": False, "accel": "tcg"}
+        with open(os.path.join(directory, "sandbox.json"), "w", encoding="utf-8") as file:
+            json.dump(record, file)
+        console = b"KUASAR-INIT: kernel up\n\xff\xfe not UTF-8 \x1b[0m\r\n"
+        with open(os.path.join(directory, "console.log"), "wb") as file:
+            file.write(console)
+        with open(os.path.join(directory, "sandbox.log"), "wb") as file:
+            file.write(b"supervisor \xe9\n")
+        assert kuasarctl("sandbox", "logs", "-d", root, "vm-b").stdout == console
+        assert kuasarctl("sandbox", "logs", "-d", root, "--supervisor", "vm-b").stdout == b"supervisor \xe9\n"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

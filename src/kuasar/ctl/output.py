@@ -73,6 +73,17 @@ def write_stdout(text: str) -> None:
         raise _stdout_failed(exc) from exc
 
 
+def write_stdout_bytes(data: bytes) -> None:
+    """:func:`write_stdout` for bytes that must reach stdout unchanged (a log, a guest's console)."""
+    try:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        raise _stdout_failed(exc) from exc
+
+
 def flush_stdout() -> None:
     """Flush stdout at the end of a command, with :func:`write_stdout`'s error mapping."""
     try:

@@ -184,14 +184,14 @@ def logs(args: argparse.Namespace) -> int:
 
 
 def _copy_out(fd: int, *, follow: bool, alive: Callable[[], bool]) -> None:
-    """Write what ``fd`` holds to stdout; with ``follow``, keep writing what is appended until
-    ``alive()`` turns false (the sandbox was stopped) or Ctrl-C."""
+    """Write what ``fd`` holds to stdout, bytes unchanged; with ``follow``, keep writing what is
+    appended until ``alive()`` turns false (the sandbox was stopped) or Ctrl-C."""
     import time
 
     while True:
         chunk = os.read(fd, 1 << 16)
         if chunk:
-            output.write_stdout(chunk.decode("utf-8", "replace"))
+            output.write_stdout_bytes(chunk)
             continue
         if not follow or not alive():
             return
