@@ -29,8 +29,9 @@ from dataclasses import dataclass
 import pytest
 
 from kuasar.address import parse_address
-from kuasar.agent.early_init import parse_mounts, vm_environment
+from kuasar.agent.early_init import vm_environment
 from kuasar.guest import Guest
+from kuasar.procmounts import parse_mounts
 
 GUARD = 30.0
 

@@ -17,11 +17,11 @@ from kuasar.agent.early_init import (
     Step,
     is_vm_init,
     other_processes,
-    parse_mounts,
     pending_mounts,
     shutdown_step,
     vm_environment,
 )
+from kuasar.procmounts import parse_mounts
 
 #: This host's view inside a fresh mount namespace (a Firecracker guest: /run on the root disk).
 HOST_MOUNTS = """\

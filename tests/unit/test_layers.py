@@ -57,7 +57,10 @@ LAYERS: dict[str, Layer] = {
         ("leaf",),
     ),
     # Host and guest share only neutral modules (§3b): no side, no ttrpc, no protobuf.
-    "neutral": Layer(("kuasar.rootpath", "kuasar.tarstream", "kuasar.fscopy"), ("leaf", "bottom", "neutral")),
+    "neutral": Layer(
+        ("kuasar.rootpath", "kuasar.tarstream", "kuasar.fscopy", "kuasar.procmounts"),
+        ("leaf", "bottom", "neutral"),
+    ),
     # The protobuf wire codec of the hot messages, byte-identical to the stubs, without protobuf.
     "wire": Layer(("kuasar.wire",), ("leaf", "wire")),
     # transport and ttrpc are independent of each other: ttrpc is handed a connected stream.

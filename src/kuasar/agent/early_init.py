@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from typing import NoReturn
 
 from kuasar.agent.procfs import processes
+from kuasar.procmounts import read_mounts
 
 log = logging.getLogger("kuasar.agent.init")
 
@@ -146,26 +147,8 @@ def vm_environment(own_bin: str) -> dict[str, str]:
     return {"PATH": ":".join(parts), "XDG_RUNTIME_DIR": RUNTIME_DIR}
 
 
-def _unescape(field: str) -> str:
-    """``/proc/self/mounts`` writes space, tab, newline and backslash in paths as octal escapes."""
-    for code in ("040", "011", "012", "134"):
-        field = field.replace("\\" + code, chr(int(code, 8)))
-    return field
-
-
-def parse_mounts(text: str) -> dict[str, str]:
-    """Target -> filesystem type of the topmost mount there, from ``/proc/self/mounts`` text."""
-    found: dict[str, str] = {}
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) >= 3:
-            found[_unescape(fields[1])] = fields[2]
-        # later lines are mounted on top of earlier ones at the same target
-    return found
-
-
 def pending_mounts(plan: Iterable[Mount], mounted: Mapping[str, str]) -> list[Mount]:
-    """The mounts of ``plan`` still to do, given what is mounted (from :func:`parse_mounts`)."""
+    """The mounts of ``plan`` still to do, given what is mounted (:func:`kuasar.procmounts.parse_mounts`)."""
     return [m for m in plan if not (m.reuse and mounted.get(m.target) == m.fstype)]
 
 
@@ -214,14 +197,6 @@ def reboot(command: int) -> None:
     if _libc.reboot(command) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
-
-
-def _mounted() -> dict[str, str]:
-    try:
-        with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as file:
-            return parse_mounts(file.read())
-    except OSError:
-        return {}
 
 
 def _do_mount(mount: Mount) -> bool:
@@ -281,7 +256,7 @@ def run(own_bin: str) -> None:
     for mount in MOUNTS:
         # /proc first (the others are checked against its mount table), then one read per mount:
         # a mount may land on a mountpoint that an earlier one just made.
-        if not pending_mounts([mount], _mounted()):
+        if not pending_mounts([mount], read_mounts()):
             kept.append(mount.target)
             continue
         try:

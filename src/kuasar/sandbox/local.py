@@ -28,6 +28,7 @@ from kuasar._record import Record
 from kuasar._text import printable
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import SandboxError, UsageError
+from kuasar.procmounts import filesystem_of
 from kuasar.sandbox.discovery import SandboxRef
 from kuasar.sandbox.state import SandboxState, is_supervisor, read_state
 from kuasar.sandbox.supervisor import LOG_FILE, SOCKET_FILE
@@ -95,24 +96,6 @@ def supervisor_command(
     return command + (_vm_arguments(vm) if vm is not None else [])
 
 
-def _filesystem_type(path: str) -> str | None:
-    """The type of the filesystem ``path`` is on (``/proc/self/mounts``), or None."""
-    real, best, fstype = os.path.realpath(path), "", None
-    try:
-        with open("/proc/self/mounts", encoding="utf-8", errors="surrogateescape") as file:
-            for line in file:
-                fields = line.split()
-                if len(fields) < 3:
-                    continue
-                mount = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[1])
-                inside = real == mount or real.startswith(mount.rstrip("/") + "/")
-                if inside and len(mount) >= len(best):
-                    best, fstype = mount, fields[2]
-    except OSError:
-        return None
-    return fstype
-
-
 def _first_non_directory(path: str) -> str | None:
     """The first existing component of ``path`` that is not a directory, if any."""
     current = "/"
@@ -142,7 +125,7 @@ def _creation_error(path: str, exc: OSError) -> SandboxError:
             )
     parent = os.path.dirname(path)
     if isinstance(exc, FileNotFoundError) and os.path.isdir(parent):
-        fstype = _filesystem_type(parent)
+        fstype = filesystem_of(parent)
         on = f" (a {fstype} filesystem)" if fstype else ""
         return SandboxError(
             f"cannot create {shown}: {printable(parent)}{on} does not allow new directories",
