@@ -1,7 +1,7 @@
 """An ``epoll`` for the blocking drivers' loops, with ``selectors.EpollSelector``'s semantics (what
 ``selectors.DefaultSelector`` is on Linux) on plain fds, without importing ``selectors``.
 
-Layer contract: leaf; stdlib ``select`` and ``math`` only (``kuasarctl exec``'s start-up path).
+Layer contract: leaf; stdlib ``select`` only (``kuasarctl exec``'s start-up path).
 :meth:`Poller.register` refuses a regular file with ``PermissionError``, as epoll does;
 :meth:`Poller.select` reports, per ready fd, :data:`READ` and :data:`WRITE` as the selector does
 (an error or hang-up counts as both), masked by what the fd was registered for.
@@ -9,7 +9,6 @@ Layer contract: leaf; stdlib ``select`` and ``math`` only (``kuasarctl exec``'s 
 
 from __future__ import annotations
 
-import math
 import select
 
 READ, WRITE = select.EPOLLIN, select.EPOLLOUT
@@ -43,7 +42,7 @@ class Poller:
 
     def select(self, timeout: float | None) -> list[tuple[int, int]]:
         """Wait up to ``timeout`` seconds (``None``: for ever); the ready ``(fd, events)``."""
-        wait = -1.0 if timeout is None else math.ceil(timeout * 1e3) * 1e-3
+        wait = -1.0 if timeout is None else -(-timeout * 1e3 // 1) * 1e-3  # whole ms, rounded up
         ready = []
         for fd, event in self._epoll.poll(wait, max(len(self._events), 1)):
             events = (WRITE if event & ~READ else 0) | (READ if event & ~WRITE else 0)

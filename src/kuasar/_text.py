@@ -8,11 +8,10 @@ newline splits a one-line message.
 
 from __future__ import annotations
 
-import functools
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
+    from typing import Any
 
 #: C0 controls, DEL, C1 controls; line/paragraph separators and bidi embeddings, overrides and
 #: isolates (they reorder what the operator reads); every surrogate (``surrogateescape`` turns each
@@ -52,11 +51,19 @@ def printable(value: str | bytes) -> str:
     text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
     if text.isascii() and text.isprintable():  # nothing to escape (0x20-0x7e only), no re needed
         return text
-    return _unsafe().sub(_escape, text)
+    return compiled(_UNSAFE).sub(_escape, text)
 
 
-@functools.cache
-def _unsafe() -> re.Pattern[str]:
-    import re
+_PATTERNS: dict[str | bytes, re.Pattern[Any]] = {}
 
-    return re.compile(_UNSAFE)
+
+def compiled(pattern: str | bytes) -> re.Pattern[Any]:
+    """``re.compile(pattern)``, compiled on first use and kept: ``re`` loads ``enum`` and
+    ``functools`` (≈ 5 ms), which the start-up paths of ``kuasarctl`` must not pay for text that
+    needs no regular expression."""
+    found = _PATTERNS.get(pattern)
+    if found is None:
+        import re
+
+        found = _PATTERNS[pattern] = re.compile(pattern)
+    return found

@@ -7,7 +7,7 @@ kuasar-py has its one home here. Nothing reads globals for a limit: whoever need
 
 from __future__ import annotations
 
-import math
+import sys
 
 from kuasar._record import Record
 from kuasar.errors import UsageError
@@ -150,7 +150,7 @@ def _check(name: str, value: object, *, integer: bool) -> None:
     if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
         kind = "an integer" if integer else "a number"
         raise UsageError(f"limit {name} must be {kind}, got {value!r}")
-    if not math.isfinite(value) or value <= 0:
+    if not value <= sys.float_info.max or value <= 0:  # no ``math`` at start-up; NaN and inf fail
         raise UsageError(f"limit {name} must be positive and finite, got {value!r}")
 
 

@@ -26,18 +26,19 @@ binary-exact, no terminal line limit, EOF as an empty line. Only interactive key
 
 from __future__ import annotations
 
-import enum
-import functools
 import os
 import time
 
+from kuasar._named import Named
 from kuasar._record import Record
+from kuasar._text import compiled
 from kuasar.errors import ConnectionClosed, ProtocolError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import re
     from collections.abc import Mapping, Sequence
+    from typing import ClassVar
 
 EXEC_HEADER = b"KSR_MODE exec\n"
 START_MARKER = b"__KSR_START__"
@@ -60,12 +61,10 @@ _LITERAL = frozenset(range(0x20, 0x7F)) - frozenset(b"%\\'")
 _FORMAT = [bytes([b]) if b in _LITERAL else b"%%" if b == 0x25 else b"\\%03o" % b for b in range(256)]
 
 
-@functools.cache
-def _not_literal() -> re.Pattern[bytes]:
-    """The bytes a printf format escapes, compiled on first use (no ``re`` at exec's start-up)."""
-    import re
-
-    return re.compile(rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]")
+#: The bytes a printf format escapes.
+_NOT_LITERAL = rb"[^\x20-\x24\x26\x28-\x5b\x5d-\x7e]"
+#: The bytes that stand for themselves, for ``bytes.translate``'s quick check.
+_LITERAL_BYTES = bytes(sorted(_LITERAL))
 
 
 def _is_env_name(key: str) -> bool:
@@ -89,15 +88,18 @@ _DECODE_ARGS = (
 _DECODE_STDIN = 'while IFS= read -r l && [ -n "$l" ]; do printf "$l"; done'
 
 
-class StdinMode(enum.Enum):
+class StdinMode(Named):
     """What the remote command's stdin is."""
 
     #: ``/dev/null``.
-    NONE = "none"
+    NONE: ClassVar[StdinMode]
     #: A pipe fed with the bytes given to :meth:`ConsoleExec.send_input`, exactly (encoded lines).
-    DATA = "data"
+    DATA: ClassVar[StdinMode]
     #: The console's terminal itself: keystrokes, sent raw, for interactive programs.
-    TERMINAL = "terminal"
+    TERMINAL: ClassVar[StdinMode]
+
+
+StdinMode.define(NONE="none", DATA="data", TERMINAL="terminal")
 
 
 class TerminalSetup(Record):
@@ -126,7 +128,9 @@ def shell_quote(arg: str) -> str:
 
 def encode_format(data: bytes) -> bytes:
     """``data`` as a printf format of printable ASCII that prints exactly ``data``."""
-    return _not_literal().sub(_format_byte, data)
+    if not data.translate(None, _LITERAL_BYTES):  # nothing to escape: no ``re`` at start-up
+        return data
+    return compiled(_NOT_LITERAL).sub(_format_byte, data)
 
 
 def _format_byte(match: re.Match[bytes]) -> bytes:

@@ -30,6 +30,7 @@ from __future__ import annotations
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Sequence
+    from types import TracebackType
 
 
 class KuasarError(Exception):
@@ -187,3 +188,27 @@ class DeadlineExceeded(KuasarError, TimeoutError):
         super().__init__(message, hints=hints)
         self.stdout = stdout
         self.stderr = stderr
+
+
+class Translating:
+    """Base of the context managers that re-raise some exceptions of their body as kuasar errors.
+
+    A class, not ``contextlib.contextmanager``: ``contextlib`` loads ``functools`` and
+    ``collections``, which ``kuasarctl exec``'s start-up path does without. A subclass implements
+    :meth:`translate`; ``chain = False`` hides the original (``raise ... from None``).
+    """
+
+    chain = True
+
+    def translate(self, exc: BaseException) -> BaseException | None:
+        """The exception to raise instead of ``exc``, or ``None`` to let ``exc`` pass."""
+        raise NotImplementedError
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if exc is not None and (replacement := self.translate(exc)) is not None:
+            raise replacement from (exc if self.chain else None)

@@ -2,7 +2,7 @@
 
 Layer contract: neutral bottom-layer module shared by the host CLI (``kuasar.ctl``, which refuses a
 bad ``-u`` with a usage error before connecting) and the guest agent (``kuasar.agent``, which
-answers one with ``INVALID_ARGUMENT``). Stdlib only; imports nothing from kuasar. It checks the
+answers one with ``INVALID_ARGUMENT``). Imports only the leaves ``_record`` and ``_text``. It checks the
 syntax and the numeric range; looking names up in a passwd or group file is the agent's job.
 
 Why the range stops at 2^32 - 2: ``uid_t`` is 32 bits and ``(uid_t) -1`` means "leave unchanged"
@@ -13,9 +13,8 @@ and non-ASCII digits are refused, not reinterpreted as names).
 
 from __future__ import annotations
 
-import functools
-
 from kuasar._record import Record
+from kuasar._text import compiled
 
 #: The largest uid or gid that names a user: ``(uid_t) -1`` (2^32 - 1) means "unchanged".
 MAX_ID = 2**32 - 2
@@ -27,14 +26,11 @@ if TYPE_CHECKING:
     import re
 
 
-@functools.cache
 def _patterns() -> tuple[re.Pattern[str], re.Pattern[str]]:
     """(a number, a name), compiled on first use: an empty spec (``kuasarctl exec`` without -u)
     needs no ``re``. A name is letters, digits, '_', '.', '-' (not first), and a trailing '$' for
     machine accounts."""
-    import re
-
-    return re.compile(r"[+-]?[0-9]+"), re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
+    return compiled(r"[+-]?[0-9]+"), compiled(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\$?")
 
 
 class InvalidUserSpec(ValueError):

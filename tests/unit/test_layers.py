@@ -44,6 +44,8 @@ LAYERS: dict[str, Layer] = {
             "kuasar._record",
             "kuasar._subprocess",
             "kuasar._poll",
+            "kuasar._named",
+            "kuasar._signals",
             "kuasar.logtime",
             "kuasar.sandbox.state",  # the state-record format ps and the supervisor share
         ),

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from kuasar.errors import ProtocolError
 from kuasar.ttrpc.framing import (
     HEADER_SIZE,
+    KNOWN_TYPES,
     Flags,
     Frame,
     FrameDecoder,
@@ -53,15 +54,13 @@ def test_spec_unary_example_bytes() -> None:
     assert FrameDecoder().feed(raw) == [Frame(1, FrameType.REQUEST, 0, data)]
 
 
-@pytest.mark.parametrize("ftype", [*FrameType, 0, 4, 9, 255])
+@pytest.mark.parametrize("ftype", [FrameType.REQUEST, FrameType.RESPONSE, FrameType.DATA, 0, 4, 9, 255])
 @pytest.mark.parametrize("flags", [0, 1, 2, 4, 5, 6, 7, 0xFF])
 def test_round_trip_every_type_and_flag(ftype: int, flags: int) -> None:
     frame = Frame(41, ftype, flags, b"payload")
     (decoded,) = FrameDecoder().feed(encode_frame(frame))
     assert decoded == frame
     assert decoded.type == ftype
-    if ftype in (1, 2, 3):
-        assert isinstance(decoded.type, FrameType)
 
 
 def test_every_single_split_point() -> None:
@@ -106,7 +105,7 @@ def test_hypothesis_garbage_never_crashes_and_stays_bounded(garbage: bytes, cuts
                 assert len(frame.data) <= limit
                 if isinstance(frame, OversizedFrame):
                     assert frame.length > limit
-                    assert isinstance(frame.type, FrameType)
+                    assert frame.type in KNOWN_TYPES
             assert decoder.buffered <= HEADER_SIZE + limit + len(chunk)
     except ProtocolError:
         with pytest.raises(ProtocolError):  # sticky: the decoder stays failed

@@ -26,7 +26,7 @@ from google.protobuf import json_format
 
 from kuasar.agentctl.auto import DEFAULTS, ID_FIELDS
 from kuasar.agentctl.fields import is_map, type_name
-from kuasar.codes import Code
+from kuasar.codes import CODE_NAMES, Code
 from kuasar.errors import UsageError
 
 if TYPE_CHECKING:
@@ -74,10 +74,7 @@ def _ordered(descriptor: Any, data: Any) -> Any:
 
 
 def status_name(code: int) -> str:
-    try:
-        return Code(code).name
-    except ValueError:
-        return f"CODE_{code}"
+    return CODE_NAMES.get(code, f"CODE_{code}")
 
 
 @dataclass

@@ -140,10 +140,10 @@ def dispatch(args: Namespace) -> int:
             output.print_error(error)
         elif isinstance(error, BrokenPipeError):
             # stdout went away (e.g. `| head`): not our failure to report.
-            import signal
+            from kuasar._signals import SIGPIPE
 
             output.silence_stdout()
-            return SIGNAL_EXIT_BASE + signal.SIGPIPE
+            return SIGNAL_EXIT_BASE + SIGPIPE
         else:
             output.print_internal_error(error, with_traceback=verbose >= 2)
         return exit_code_for(error=error)

@@ -1,7 +1,7 @@
 """The command line of a one-shot command without ``argparse``: its options declared once, parsed
 here when the words are plain, registered with ``argparse`` otherwise.
 
-Layer contract: ``kuasar.ctl`` only; no imports beyond ``types`` (this is ``kuasarctl exec``'s
+Layer contract: ``kuasar.ctl`` only; no imports beyond ``sys`` (this is ``kuasarctl exec``'s
 start-up path: ``argparse`` with the ``re``, ``gettext`` and ``shutil`` it loads, and building its
 parser, cost more than the rest of a run). A command declares its flags as :class:`Option` rows;
 :func:`register` adds the same rows to an ``argparse`` parser (``--help``, errors, completion), and
@@ -15,16 +15,19 @@ equivalence with ``argparse`` is a property test (``tests/unit/test_quickparse.p
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+import sys
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Callable, Mapping, Sequence
+    from types import SimpleNamespace
     from typing import Any
 
     #: What a command's ``func`` gets: argparse's namespace, or this module's with the same names.
     Namespace = argparse.Namespace | SimpleNamespace
+else:  # ``types.SimpleNamespace``, as ``types`` itself defines it, without importing that module
+    SimpleNamespace = type(sys.implementation)
 
 #: Namespace attribute of the root ``-v`` count; each subcommand level counts into its own
 #: ``verbose:<prog>`` attribute (argparse copies a subcommand's namespace over its parent's).

@@ -1,27 +1,25 @@
 """The local terminal for interactive sessions: raw mode that is always restored, the detach key.
 
-Layer contract: ``kuasar.ctl`` only; termios/tty/signal. ``raw_terminal`` restores the saved
-settings on every exit path: normal return, exception, and SIGTERM/SIGHUP/SIGQUIT (a
-``signal.signal`` handler raises :class:`Terminated`, exit 128+N, in the main thread, where the
-blocking drivers of ``kuasarctl exec`` run, so every ``finally`` runs). A session that ends
-abnormally also resets the screen.
+Layer contract: ``kuasar.ctl`` only; termios/tty (imported when a terminal is used: a one-shot
+``exec -t`` only parses the detach key) and ``kuasar._signals``. ``raw_terminal`` restores the saved
+settings on every exit path: normal return, exception, and SIGTERM/SIGHUP/SIGQUIT (a signal
+handler raises :class:`Terminated`, exit 128+N, in the main thread, where the blocking drivers of
+``kuasarctl exec`` run, so every ``finally`` runs). A session that ends abnormally also resets the
+screen.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import struct
 import sys
-import termios
-import tty
 
+from kuasar import _signals
 from kuasar.errors import KuasarError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from types import TracebackType
+    from typing import Any
 
 #: Ctrl-] — the detach key of telnet and ``virsh console``.
 DEFAULT_ESCAPE = "^]"
@@ -51,11 +49,12 @@ def require_tty(fd: int) -> None:
 
 def window_size(fd: int) -> tuple[int, int]:
     """(rows, cols) of the terminal on ``fd``; (24, 80) when unknown."""
-    try:
-        import fcntl
+    import fcntl
+    import termios
 
+    try:
         packed = fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8)
-        rows, cols = struct.unpack("HHHH", packed)[:2]
+        rows, cols = int.from_bytes(packed[0:2], sys.byteorder), int.from_bytes(packed[2:4], sys.byteorder)
         if rows and cols:
             return rows, cols
     except OSError:
@@ -70,14 +69,19 @@ RESET_SEQUENCE = (
     b"\x1b[?1049l\x1b[?1l\x1b>\x1b[0m\x1b[?25h\x1b[?2004l"
     b"\x1b[?1000l\x1b[?1002l\x1b[?1003l\x1b[?1006l\x1b[?1004l"
 )
-_ENDING_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+#: The signals that end an interactive session (restoring the terminal), by name.
+_ENDING_SIGNALS: dict[int, str] = {
+    _signals.SIGTERM: "SIGTERM",
+    _signals.SIGHUP: "SIGHUP",
+    _signals.SIGQUIT: "SIGQUIT",
+}
 
 
 class Terminated(KuasarError):
     """kuasarctl itself got SIGTERM, SIGHUP or SIGQUIT during an interactive session."""
 
     def __init__(self, signum: int) -> None:
-        super().__init__(f"terminated by {signal.Signals(signum).name}")
+        super().__init__(f"terminated by {_ENDING_SIGNALS.get(signum, f'signal {signum}')}")
         self.exit_code = 128 + signum
 
 
@@ -89,32 +93,56 @@ class Screen:
 
     def reset(self) -> None:
         """Write :data:`RESET_SEQUENCE` (detach, lost connection)."""
-        with contextlib.suppress(OSError):
+        try:  # noqa: SIM105 - contextlib is not on the start-up path
             os.write(self.fd, RESET_SEQUENCE)
+        except OSError:
+            pass
 
 
-@contextlib.contextmanager
-def raw_terminal(fd: int) -> Iterator[Screen]:
-    """Put ``fd``'s terminal in raw mode; restore it exactly, whatever happens.
+class raw_terminal:
+    """``with raw_terminal(fd) as screen``: ``fd``'s terminal in raw mode, restored exactly,
+    whatever happens.
 
     SIGTERM, SIGHUP and SIGQUIT raise :class:`Terminated` where the main thread is (a blocking
     driver's loop). When the block ends by an exception the screen is reset too: the remote
     program had no chance to.
     """
-    saved = termios.tcgetattr(fd)
-    screen = Screen(sys.stdout.fileno() if os.isatty(sys.stdout.fileno()) else fd)
-    previous = {signum: signal.signal(signum, _raise_terminated) for signum in _ENDING_SIGNALS}
-    try:
-        tty.setraw(fd, termios.TCSANOW)
-        yield screen
-    except BaseException:
-        screen.reset()
-        raise
-    finally:
-        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        sys.stdout.flush()
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.screen = Screen(sys.stdout.fileno() if os.isatty(sys.stdout.fileno()) else fd)
+        self._saved: list[Any] = []
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> Screen:
+        import termios
+        import tty
+
+        self._saved = termios.tcgetattr(self.fd)
+        self._previous = {signum: _signals.signal(signum, _raise_terminated) for signum in _ENDING_SIGNALS}
+        try:
+            tty.setraw(self.fd, termios.TCSANOW)
+        except BaseException:
+            self._restore()
+            raise
+        return self.screen
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if error is not None:
+            self.screen.reset()
+        self._restore()
+
+    def _restore(self) -> None:
+        import termios
+
+        try:
+            termios.tcsetattr(self.fd, termios.TCSADRAIN, self._saved)
+        finally:
+            for signum, handler in self._previous.items():
+                _signals.signal(signum, handler)  # type: ignore[arg-type]
+            sys.stdout.flush()
 
 
 def _raise_terminated(signum: int, _frame: object) -> None:

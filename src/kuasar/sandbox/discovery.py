@@ -21,11 +21,14 @@ Rules (design.md "Sandbox roots and resolution"):
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
 
 from kuasar._record import Record
 from kuasar._text import printable
 from kuasar.errors import AmbiguousSandbox, SandboxError, SandboxNotFound, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 DEFAULT_ROOTS = ("/run/kuasar", "/run/kuasar-vmm")
 SOCKET_DIR_ENV = "KUASAR_SOCKET_DIR"

@@ -18,15 +18,14 @@ The probe (design.md "Guests in the field")::
 
 from __future__ import annotations
 
-import enum
-
+from kuasar._named import Named
 from kuasar._record import Record
 from kuasar.errors import KuasarError, RPCError, TransportError
 from kuasar.wire import HealthCheckResponse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Self
+    from typing import ClassVar, Self
 
 #: gRPC status codes the probe reads (numbers as on the wire).
 OK, _UNKNOWN, INVALID_ARGUMENT, UNIMPLEMENTED = 0, 2, 3, 12
@@ -37,30 +36,38 @@ HEALTH_SERVICE = "grpc.Health"
 SANDBOX_SERVICE = "grpc.SandboxService"
 
 
-class GuestKind(enum.Enum):
+class GuestKind(Named):
     """What serves a guest's agent port (vsock 1024)."""
 
     #: Our agent: every path, exact bytes.
-    KUASAR_AGENT = "kuasar-agent"
+    KUASAR_AGENT: ClassVar[GuestKind]
     #: A stock Kuasar guest: ``grpc.SandboxService`` (ExecVMProcess), its debug console with task.debug.
-    VMM_TASK = "vmm-task"
+    VMM_TASK: ClassVar[GuestKind]
     #: A Kata agent: ``grpc.Health``, ``grpc.AgentService``; a plain debug console on its own vport.
-    KATA_AGENT = "kata-agent"
+    KATA_AGENT: ClassVar[GuestKind]
     #: A ttrpc server we cannot name.
-    TTRPC = "ttrpc"
+    TTRPC: ClassVar[GuestKind]
     #: Nothing answered on the agent port.
-    NONE = "none"
+    NONE: ClassVar[GuestKind]
 
 
-class ExecPath(enum.Enum):
+GuestKind.define(
+    KUASAR_AGENT="kuasar-agent", VMM_TASK="vmm-task", KATA_AGENT="kata-agent", TTRPC="ttrpc", NONE="none"
+)
+
+
+class ExecPath(Named):
     """A way to run a command in a guest."""
 
     #: ``kuasar.agent.v1.Agent/Exec``: streams, stderr apart, PTY and resize, signals.
-    API = "api"
+    API: ClassVar[ExecPath]
     #: The debug console (``KSR_MODE exec`` + the marker wrapper): streams, stderr merged.
-    CONSOLE = "console"
+    CONSOLE: ClassVar[ExecPath]
     #: ``grpc.SandboxService/ExecVMProcess``: one shot; output when the command ends.
-    VM_PROCESS = "exec-vm-process"
+    VM_PROCESS: ClassVar[ExecPath]
+
+
+ExecPath.define(API="api", CONSOLE="console", VM_PROCESS="exec-vm-process")
 
 
 class Call(Record):

@@ -10,12 +10,10 @@ bytes queued for the agent are sent as the socket takes them, never blocking the
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal as signals
 import time
 
-from kuasar import wire
+from kuasar import _signals, wire
 from kuasar._tracing import Span, trace, tracing
 from kuasar.errors import ConnectionClosed, KuasarError, ProtocolError, RPCError
 from kuasar.remote_exec import SERVICE, STDERR, STDOUT, start_error
@@ -156,9 +154,11 @@ class BlockingProcess:
             self._span.end("closed by the client before the end")
         if self.ended or not self.pid:
             return
-        self.send_signal(signals.SIGKILL)
+        self.send_signal(_signals.SIGKILL)
         self._core.unsend(bytes(self._outbox))  # a half-written frame goes first, whole
         self._outbox.clear()
         self._sock.setblocking(True)
-        with contextlib.suppress(KuasarError):
+        try:  # noqa: SIM105 - contextlib is not on the start-up path
             self.client.flush(time.monotonic() + self.client.limits.signal_send_timeout)
+        except KuasarError:
+            pass

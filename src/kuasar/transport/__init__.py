@@ -19,8 +19,7 @@ address                       dial                                listen
 
 from __future__ import annotations
 
-import importlib
-from types import ModuleType
+import sys
 
 from kuasar.address import Address, HvsockAddress, UnixAddress, VsockAddress
 from kuasar.config import DEFAULT_LIMITS, Limits
@@ -30,6 +29,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import asyncio
     from collections.abc import Awaitable, Callable
+    from types import ModuleType
 
     #: A connection handler, as ``asyncio.start_server`` takes it.
     Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -112,5 +112,6 @@ async def listen(
 
 def __getattr__(name: str) -> ModuleType:
     if name in _LAZY:
-        return importlib.import_module(f"kuasar.transport.{name}")
+        __import__(f"kuasar.transport.{name}")
+        return sys.modules[f"kuasar.transport.{name}"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

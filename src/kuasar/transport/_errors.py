@@ -19,7 +19,6 @@ anything else      ``ConnectError`` (dial) / ``TransportError`` (listen)
 from __future__ import annotations
 
 import errno
-from contextlib import contextmanager
 
 from kuasar.errors import (
     REASON_DENIED,
@@ -28,12 +27,9 @@ from kuasar.errors import (
     ConnectError,
     ConnectionClosed,
     KuasarError,
+    Translating,
     TransportError,
 )
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
 
 _CLOSED = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
@@ -90,18 +86,21 @@ def translate(exc: OSError, target: str, *, action: str = "connect") -> Transpor
     return ConnectError(f"cannot connect to {target}: {reason}")
 
 
-@contextmanager
-def map_exceptions(target: str, *, action: str = "connect") -> Iterator[None]:
-    """Re-raise any ``OSError`` from the body as the matching ``TransportError``, chained.
+class map_exceptions(Translating):
+    """``with map_exceptions(target)``: any ``OSError`` from the body re-raised as the matching
+    ``TransportError``, chained.
 
     ``KuasarError``, non-``OSError`` exceptions (cancellation included) and asyncio's own
     ``TimeoutError`` (no errno: a deadline, handled by whoever set it) pass through unchanged.
     """
-    try:
-        yield
-    except KuasarError:
-        raise
-    except OSError as exc:
+
+    def __init__(self, target: str, *, action: str = "connect") -> None:
+        self.target = target
+        self.action = action
+
+    def translate(self, exc: BaseException) -> BaseException | None:
+        if not isinstance(exc, OSError) or isinstance(exc, KuasarError):
+            return None
         if isinstance(exc, TimeoutError) and exc.errno is None:
-            raise
-        raise translate(exc, target, action=action) from exc
+            return None
+        return translate(exc, self.target, action=self.action)

@@ -11,16 +11,10 @@ home of the hybrid vsock rules.
 
 from __future__ import annotations
 
-import contextlib
-
 from kuasar import _tracing
 from kuasar.address import HvsockAddress
 from kuasar.config import AGENT_PORT, CONSOLE_PORT, DEFAULT_LIMITS
-from kuasar.errors import REASON_NO_LISTENER, REASON_SILENT, HandshakeError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from collections.abc import Iterator
+from kuasar.errors import REASON_NO_LISTENER, REASON_SILENT, HandshakeError, Translating
 
 _MAX_U32 = 0xFFFFFFFF
 #: The first host port a VMM hands out (Cloud Hypervisor: bit 30 set).
@@ -245,20 +239,22 @@ def reply_byte(reader: HandshakeReader, byte: bytes) -> tuple[bool, int | None]:
     return True, parse_ok_line(reader.received)  # the whole line, newline included, in errors
 
 
-@contextlib.contextmanager
-def reply_errors(address: HvsockAddress, reader: HandshakeReader) -> Iterator[None]:
+class reply_errors(Translating):
     """Around sending ``CONNECT`` and reading the reply: a reset is a refusal (``ClosedBeforeOK``,
     retried), a bad line or another socket error a ``HandshakeError``; timeouts pass through."""
-    try:
-        yield
-    except (ConnectionResetError, BrokenPipeError) as exc:
-        raise ClosedBeforeOK(reader.received, f"connection reset before OK ({exc.strerror})") from exc
-    except HandshakeError as exc:
-        raise handshake_error(address, exc.message, port_hints(address.port)) from exc
-    except TimeoutError:
-        raise
-    except OSError as exc:
-        raise handshake_error(address, f"{exc.strerror or exc}", port_hints(address.port)) from exc
+
+    def __init__(self, address: HvsockAddress, reader: HandshakeReader) -> None:
+        self.address = address
+        self.reader = reader
+
+    def translate(self, exc: BaseException) -> BaseException | None:
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            return ClosedBeforeOK(self.reader.received, f"connection reset before OK ({exc.strerror})")
+        if isinstance(exc, HandshakeError):
+            return handshake_error(self.address, exc.message, port_hints(self.address.port))
+        if isinstance(exc, TimeoutError) or not isinstance(exc, OSError):
+            return None
+        return handshake_error(self.address, f"{exc.strerror or exc}", port_hints(self.address.port))
 
 
 def next_host_port(port: int) -> int:

@@ -12,7 +12,7 @@ first use, so ``kuasar.ttrpc.blocking`` imports neither asyncio nor protobuf.
 
 from __future__ import annotations
 
-import importlib
+import sys
 
 from kuasar.errors import RPCError
 
@@ -44,7 +44,8 @@ def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"kuasar.ttrpc.{home}"), name)
+    __import__(f"kuasar.ttrpc.{home}")
+    return getattr(sys.modules[f"kuasar.ttrpc.{home}"], name)
 
 
 __all__ = [

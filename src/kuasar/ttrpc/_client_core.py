@@ -237,6 +237,6 @@ class ClientCore:
         if length > self.max_message:
             raise RPCError(Code.RESOURCE_EXHAUSTED, oversize_message(length, self.max_message))
 
-    def _frame(self, stream_id: int, kind: FrameType, flags: int, data: bytes) -> None:
+    def _frame(self, stream_id: int, kind: int, flags: int, data: bytes) -> None:
         self._out += encode_header(len(data), stream_id, kind, flags)
         self._out += data

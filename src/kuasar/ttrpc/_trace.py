@@ -1,18 +1,17 @@
 """The ``kuasarctl -v`` lines of ttrpc calls: how a call ended, in words, and the span's last line.
 
 Layer contract: inside ``kuasar.ttrpc``; ``kuasar._log`` (spans), ``kuasar.errors`` and the status
-codes. The client decides when to trace (once per call); this module only formats.
+codes' names. The client decides when to trace (once per call); this module only formats.
 """
 
 from __future__ import annotations
 
 from kuasar._tracing import Span
+from kuasar.codes import CODE_NAMES
 from kuasar.errors import DeadlineExceeded, RPCError
-from kuasar.ttrpc.codes import Code
 
 #: For ``-v`` lines: a stream's shape, by ``2 * client_streaming + server_streaming``; status names.
 KINDS = ("unary", "server-streaming", "client-streaming", "bidi")
-CODE_NAMES = {code.value: code.name for code in Code}
 
 
 def outcome(exc: BaseException) -> str:

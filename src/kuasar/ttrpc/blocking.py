@@ -8,19 +8,18 @@ Layer contract: inside ``kuasar.ttrpc``; ``socket``, ``time`` and the core. No a
 
 from __future__ import annotations
 
-import contextlib
 import time
 
 from kuasar._tracing import Span, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
-from kuasar.errors import ConnectionClosed, DeadlineExceeded
+from kuasar.errors import ConnectionClosed, DeadlineExceeded, Translating
 from kuasar.ttrpc._client_core import ClientCore, Event, Finished
 from kuasar.ttrpc._trace import outcome, trace_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import _socket
-    from collections.abc import Iterator
+    from types import TracebackType
 
 READ_CHUNK = 256 * 1024
 
@@ -163,18 +162,31 @@ class _Pending:
         self.stream_id = 0
 
 
-@contextlib.contextmanager
-def _bounded(sock: _socket.socket, deadline: float | None, late: str) -> Iterator[None]:
+class _bounded(Translating):
     """A blocking socket operation bounded by ``deadline``; its OSError mapped once."""
-    try:
-        sock.settimeout(_remaining(deadline))
-        yield
-    except TimeoutError:
-        raise DeadlineExceeded(f"ttrpc: {late}") from None
-    except OSError as exc:
-        raise ConnectionClosed(f"ttrpc: connection lost: {exc.strerror or exc}") from None
-    finally:
-        sock.settimeout(None)
+
+    chain = False
+
+    def __init__(self, sock: _socket.socket, deadline: float | None, late: str) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.late = late
+
+    def __enter__(self) -> None:
+        self.sock.settimeout(_remaining(self.deadline))
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.sock.settimeout(None)
+        super().__exit__(kind, exc, traceback)
+
+    def translate(self, exc: BaseException) -> BaseException | None:
+        if isinstance(exc, TimeoutError):
+            return DeadlineExceeded(f"ttrpc: {self.late}")
+        if isinstance(exc, OSError):
+            return ConnectionClosed(f"ttrpc: connection lost: {exc.strerror or exc}")
+        return None
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -21,12 +21,15 @@ it raises :class:`~kuasar.errors.ProtocolError` and the caller closes the connec
 
 from __future__ import annotations
 
-import enum
 import struct
 
 from kuasar._record import Record
 from kuasar.config import TTRPC_MAX_MESSAGE
 from kuasar.errors import ProtocolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Final
 
 #: Size of the frame header in bytes.
 HEADER_SIZE = 10
@@ -34,21 +37,26 @@ HEADER_SIZE = 10
 _HEADER = struct.Struct(">IIBB")
 
 
-class FrameType(enum.IntEnum):
-    """The frame types ttrpc defines. Frames of other types are decoded and left to the caller."""
+class FrameType:
+    """The frame types ttrpc defines, as plain ``int`` constants (no ``enum`` on ``kuasarctl
+    exec``'s start-up path). Frames of other types are decoded and left to the caller."""
 
-    REQUEST = 1
-    RESPONSE = 2
-    DATA = 3
+    REQUEST: Final = 1
+    RESPONSE: Final = 2
+    DATA: Final = 3
 
 
-class Flags(enum.IntFlag):
-    """Frame flags (their meaning depends on the frame type, see SPEC.md §2)."""
+#: The types :class:`FrameType` names.
+KNOWN_TYPES = frozenset((FrameType.REQUEST, FrameType.RESPONSE, FrameType.DATA))
 
-    NONE = 0
-    REMOTE_CLOSED = 0x01
-    REMOTE_OPEN = 0x02
-    NO_DATA = 0x04
+
+class Flags:
+    """Frame flags, as ``int`` bits (their meaning depends on the frame type, see SPEC.md §2)."""
+
+    NONE: Final = 0
+    REMOTE_CLOSED: Final = 0x01
+    REMOTE_OPEN: Final = 0x02
+    NO_DATA: Final = 0x04
 
 
 class Frame(Record):
@@ -56,7 +64,7 @@ class Frame(Record):
 
     Attributes:
         stream_id: the stream the frame belongs to.
-        type: the frame type; a :class:`FrameType` for known types, a plain ``int`` otherwise.
+        type: the frame type (:class:`FrameType` names the known ones).
         flags: the flags byte.
         data: the frame data (a protobuf message, or empty).
     """
@@ -89,14 +97,8 @@ def oversize_message(length: int, limit: int) -> str:
     return f"message length {length} exceed maximum message size of {limit}"
 
 
-#: Each known type's member (a dict lookup per frame, not an enum call).
-_TYPES: dict[int, int] = {member.value: member for member in FrameType}
 _new = object.__new__
 _set = object.__setattr__
-
-
-def _frame_type(value: int) -> int:
-    return _TYPES.get(value, value)
 
 
 def _frame(stream_id: int, type: int, flags: int, data: bytes) -> Frame:
@@ -181,8 +183,7 @@ class FrameDecoder:
         while end - pos >= HEADER_SIZE:
             length, stream_id, ftype, flags = _HEADER.unpack_from(buf, pos)
             if length > self._max:
-                known = _frame_type(ftype)
-                if not isinstance(known, FrameType):
+                if ftype not in KNOWN_TYPES:
                     self._failed = ProtocolError(
                         f"ttrpc: garbage frame header (type {ftype}, length {length}, stream {stream_id})"
                     )
@@ -191,7 +192,7 @@ class FrameDecoder:
                         return frames  # deliver what came before the garbage; check() raises next
                     raise self._failed
                 pos += HEADER_SIZE
-                frames.append(OversizedFrame(stream_id, known, flags, b"", length, self._max))
+                frames.append(OversizedFrame(stream_id, ftype, flags, b"", length, self._max))
                 skip = min(length, end - pos)
                 pos += skip
                 self._discard = length - skip
@@ -199,9 +200,7 @@ class FrameDecoder:
             if end - pos - HEADER_SIZE < length:
                 break
             start = pos + HEADER_SIZE
-            frames.append(
-                _frame(stream_id, _TYPES.get(ftype, ftype), flags, bytes(buf[start : start + length]))
-            )
+            frames.append(_frame(stream_id, ftype, flags, bytes(buf[start : start + length])))
             pos = start + length
         del buf[:pos]
         return frames

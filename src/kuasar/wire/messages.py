@@ -14,8 +14,6 @@ one, like the stubs' ``WhichOneof("kind")``.
 
 from __future__ import annotations
 
-from types import MappingProxyType
-
 from kuasar.wire._codec import (
     BOOL,
     BYTES,
@@ -35,7 +33,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
-_NO_ENTRIES: Mapping[str, str] = MappingProxyType({})
+#: ``types.MappingProxyType``, as ``types`` itself defines it (that module is not imported here).
+_NO_ENTRIES: Mapping[str, str] = type(type.__dict__)({})
 
 
 class _KindOneof(Message):

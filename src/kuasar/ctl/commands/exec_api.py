@@ -9,12 +9,11 @@ wake-up pipe; the local terminal. No asyncio, no protobuf. Leaving before the pr
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import time
 
+from kuasar import _signals
 from kuasar._fdio import write_all_blocking
 from kuasar._poll import READ, WRITE, Poller
 from kuasar.config import DEFAULT_LIMITS
@@ -25,6 +24,7 @@ from kuasar.session._process import BlockingProcess
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kuasar.ctl.quickparse import Namespace
+    from kuasar.ctl.terminal import Screen
     from kuasar.session import AgentConnection
 
 READ_CHUNK = 256 * 1024
@@ -39,22 +39,24 @@ class _Signals:
         os.set_blocking(self.write_fd, False)
         self.pending: list[int] = []
         self.watched = watched
-        self.previous = {signum: signal.signal(signum, self._note) for signum in watched}
-        self.wakeup = signal.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
+        self.previous = {signum: _signals.signal(signum, self._note) for signum in watched}
+        self.wakeup = _signals.set_wakeup_fd(self.write_fd, warn_on_full_buffer=False)
 
     def _note(self, signum: int, _frame: object) -> None:
         self.pending.append(signum)
 
     def take(self) -> list[int]:
-        with contextlib.suppress(BlockingIOError):
+        try:  # noqa: SIM105 - contextlib is not on the start-up path
             os.read(self.read_fd, 1024)
+        except BlockingIOError:
+            pass
         taken, self.pending = self.pending, []
         return taken
 
     def close(self) -> None:
-        signal.set_wakeup_fd(self.wakeup)
+        _signals.set_wakeup_fd(self.wakeup)
         for signum, handler in self.previous.items():
-            signal.signal(signum, handler)
+            _signals.signal(signum, handler)
         os.close(self.read_fd)
         os.close(self.write_fd)
 
@@ -98,23 +100,15 @@ def run_api(
         size=terminal.window_size(size_fd) if pty else None,
     )
     process = BlockingProcess(client, start)
-    watched = (() if raw else (signal.SIGINT,)) + ((signal.SIGWINCH,) if pty and os.isatty(size_fd) else ())
-    with contextlib.ExitStack() as stack:
-        screen = stack.enter_context(terminal.raw_terminal(stdin_fd)) if raw else None
-        signals = _Signals(watched)
-        stack.callback(signals.close)
-        loop = _Loop(
-            process, signals, stdin_fd if args.interactive else None, deadline, raw=raw, escape=escape
-        )
-        try:
-            outcome = loop.run(stdout_fd, sys.stderr.fileno(), size_fd)
-        except BaseException:
-            process.kill()
-            raise
-        if outcome != "exited":
-            process.kill()
-            if screen is not None and outcome == "detached":
-                screen.reset()
+    watched = (() if raw else (_signals.SIGINT,)) + (
+        (_signals.SIGWINCH,) if pty and os.isatty(size_fd) else ()
+    )
+    loop = _Loop(process, watched, stdin_fd if args.interactive else None, deadline, raw=raw, escape=escape)
+    if raw:
+        with terminal.raw_terminal(stdin_fd) as screen:
+            outcome = loop.drive(stdout_fd, size_fd, screen)
+    else:
+        outcome = loop.drive(stdout_fd, size_fd, None)
     if outcome == "detached":
         sys.stderr.write("\r\n[detached]\r\n")
         return 0
@@ -136,7 +130,7 @@ class _Loop:
     def __init__(
         self,
         process: BlockingProcess,
-        signals: _Signals,
+        watched: tuple[int, ...],
         stdin_fd: int | None,
         deadline: float | None,
         *,
@@ -144,7 +138,7 @@ class _Loop:
         escape: int | None,
     ) -> None:
         self.process = process
-        self.signals = signals
+        self.watched = watched
         self.stdin_fd = stdin_fd
         self.stdin_open = stdin_fd is not None
         self.stdin_always_ready = False  # a regular file: epoll refuses it, reads never block
@@ -153,6 +147,23 @@ class _Loop:
         self.escape = escape
         self.selector = Poller()
         self.interrupted_at: float | None = None
+
+    def drive(self, stdout_fd: int, size_fd: int, screen: Screen | None) -> str:
+        """Run the loop, then end the process unless it exited (the screen reset on a detach);
+        the signal handlers (installed here) are restored on every path."""
+        self.signals = _Signals(self.watched)
+        try:
+            outcome = self.run(stdout_fd, sys.stderr.fileno(), size_fd)
+        except BaseException:
+            self.process.kill()
+            raise
+        finally:
+            self.signals.close()
+        if outcome != "exited":
+            self.process.kill()
+            if screen is not None and outcome == "detached":
+                screen.reset()
+        return outcome
 
     def run(self, stdout_fd: int, stderr_fd: int, size_fd: int) -> str:
         """``exited``, ``detached`` or ``interrupted``."""
@@ -205,14 +216,14 @@ class _Loop:
         from kuasar.ctl import terminal
 
         for signum in self.signals.take():
-            if signum == signal.SIGWINCH:
+            if signum == _signals.SIGWINCH:
                 rows, cols = terminal.window_size(size_fd)
                 self.process.resize(rows, cols)
             elif self.interrupted_at is not None:
                 return "interrupted"  # the second Ctrl-C: stop waiting
             else:
                 self.interrupted_at = time.monotonic()
-                self.process.send_signal(signal.SIGINT)
+                self.process.send_signal(_signals.SIGINT)
         return None
 
     def _read_stdin(self) -> str | None:
