@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
-from kuasar.session import _diagnose
 from kuasar.session._probe import Call, ExecPath, GuestKind, GuestProbe, console_dial, exec_paths
 from kuasar.session._target import GuestTarget
 
@@ -106,11 +105,15 @@ class BlockingSession:
     def require_api(self, why: str) -> BlockingClient:
         """The connection to our agent API, or the error saying why ``why`` needs it."""
         if self.kind is not GuestKind.KUASAR_AGENT or self.client is None:
+            from kuasar.session import _diagnose
+
             raise _diagnose.needs_api(self.target.label, self.kind, why)
         return self.client
 
     def interactive_needs_console(self) -> KuasarError:
         """The error for ``exec -it`` on a guest whose only path is ExecVMProcess."""
+        from kuasar.session import _diagnose
+
         return _diagnose.interactive_needs_console(self.target.label)
 
     def open_console(self, *, connect_timeout: float | None = None) -> _socket.socket:
@@ -126,6 +129,8 @@ class BlockingSession:
         try:
             return blocking.dial(self.target.console, limits=self.limits, connect_timeout=budget, retry=retry)
         except TransportError as exc:
+            from kuasar.session import _diagnose
+
             port = getattr(self.target.console, "port", CONSOLE_PORT)
             raise _diagnose.console_error(self.target.label, self.kind, self.api_error, exc, port) from exc
 
@@ -147,6 +152,8 @@ class BlockingSession:
         from kuasar.session._vm_process import METHOD, SERVICE, vm_process_request, vm_process_result
 
         if self.client is None:
+            from kuasar.session import _diagnose
+
             raise _diagnose.needs_api(self.target.label, self.kind, "ExecVMProcess")
         command, request = vm_process_request(argv, input=input, env=env, cwd=cwd)
         try:

@@ -18,7 +18,6 @@ from kuasar._tracing import Span, trace, tracing
 from kuasar.errors import ConnectionClosed, KuasarError, ProtocolError, RPCError
 from kuasar.remote_exec import SERVICE, STDERR, STDOUT, start_error
 from kuasar.ttrpc._client_core import Event, Finished
-from kuasar.ttrpc._trace import outcome
 from kuasar.ttrpc.blocking import BlockingClient
 
 READ_CHUNK = 256 * 1024
@@ -133,6 +132,8 @@ class BlockingProcess:
     def _finished(self, event: Finished) -> None:
         self.ended = True
         if self._span is not None:
+            from kuasar.ttrpc._trace import outcome
+
             self._span.end(outcome(event.error) if event.error is not None else "OK")
         if isinstance(event.error, RPCError) and not self.pid:
             raise start_error(event.error, self.argv) from None

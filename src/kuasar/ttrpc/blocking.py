@@ -14,7 +14,6 @@ from kuasar._tracing import Span, tracing
 from kuasar.config import DEFAULT_LIMITS, Limits
 from kuasar.errors import ConnectionClosed, DeadlineExceeded, Translating
 from kuasar.ttrpc._client_core import ClientCore, Event, Finished
-from kuasar.ttrpc._trace import outcome, trace_call
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -94,7 +93,7 @@ class BlockingClient:
         try:
             pending.stream_id = self.core.open(service, method, payload, timeout=timeout)
         except BaseException as exc:
-            self._end(pending, outcome(exc))
+            self._end(pending, exc)
             raise
         self._pending[pending.stream_id] = pending
         return pending.stream_id
@@ -112,10 +111,10 @@ class BlockingClient:
         except DeadlineExceeded:
             raise self._timed_out(pending) from None
         except BaseException as exc:
-            self._end(pending, outcome(exc))
+            self._end(pending, exc)
             raise
         if event.error is not None:
-            self._end(pending, outcome(event.error))
+            self._end(pending, event.error)
             raise event.error
         reply = event.payload or b""
         self._end(pending, "OK", len(reply))
@@ -136,16 +135,20 @@ class BlockingClient:
 
     def _timed_out(self, pending: _Pending) -> DeadlineExceeded:
         error = DeadlineExceeded(f"ttrpc: /{pending.method} timed out after {pending.timeout}s")
-        self._end(pending, outcome(error))
+        self._end(pending, error)
         return error
 
-    def _end(self, pending: _Pending, how: str, received: int = 0) -> None:
-        """Forget ``pending`` (later frames for it are dropped) and trace how it ended."""
+    def _end(self, pending: _Pending, how: str | BaseException, received: int = 0) -> None:
+        """Forget ``pending`` (later frames for it are dropped) and trace how it ended (in words,
+        or the exception it ended with)."""
         self._pending.pop(pending.stream_id, None)
         self._finished.pop(pending.stream_id, None)
         self.core.abandon(pending.stream_id)
         if pending.span is not None:
-            trace_call(pending.span, pending.stream_id, pending.sent, received, how)
+            from kuasar.ttrpc._trace import outcome, trace_call
+
+            text = how if isinstance(how, str) else outcome(how)
+            trace_call(pending.span, pending.stream_id, pending.sent, received, text)
 
 
 class _Pending:

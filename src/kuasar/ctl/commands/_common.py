@@ -8,7 +8,6 @@ from __future__ import annotations
 from kuasar.ctl.quickparse import Option
 from kuasar.errors import UsageError
 from kuasar.sandbox.discovery import SandboxRef, resolve_sandbox, sandbox_roots
-from kuasar.userspec import InvalidUserSpec, parse_user_spec
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -115,6 +114,10 @@ def check_user_spec(spec: str) -> str:
     Raises:
         UsageError: one line naming what is wrong (exit 2).
     """
+    if not spec:  # no -u: nothing to check (and no userspec module to load)
+        return spec
+    from kuasar.userspec import InvalidUserSpec, parse_user_spec
+
     try:
         parse_user_spec(spec)
     except InvalidUserSpec as exc:
