@@ -1,10 +1,10 @@
 """What answers on a guest's agent port, sans-IO: the probe's calls, how each answer is read, the
 guest kinds, and the exec paths each kind offers.
 
-Layer contract: bottom of ``kuasar.session``; ``kuasar.errors`` and ``kuasar.wire`` — no asyncio,
-no sockets, no protobuf. Every probe request is an empty message (empty bytes), every answer is
-read here (:meth:`GuestProbe.receive_reply` / :meth:`GuestProbe.receive_error`), so drivers of any
-IO model only make the calls.
+Layer contract: bottom of ``kuasar.session``; ``kuasar.errors`` and (once an answer came)
+``kuasar.wire`` — no asyncio, no sockets, no protobuf. Every probe request is an empty message
+(empty bytes), every answer is read here (:meth:`GuestProbe.receive_reply` /
+:meth:`GuestProbe.receive_error`), so drivers of any IO model only make the calls.
 
 The probe (design.md "Guests in the field")::
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 from kuasar._named import Named
 from kuasar._record import Record
 from kuasar.errors import KuasarError, RPCError, TransportError
-from kuasar.wire import HealthCheckResponse
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,7 +135,7 @@ class GuestProbe:
     def receive_reply(self, payload: bytes) -> None:
         """The pending call answered OK with ``payload``."""
         call = self._pending
-        serving = call == _CHECK and HealthCheckResponse.decode(payload).status == SERVING
+        serving = call == _CHECK and _health_status(payload) == SERVING
         self.receive(Answer(OK, serving=serving))
 
     def receive_error(self, error: KuasarError) -> None:
@@ -202,3 +201,11 @@ def console_dial(kind: GuestKind, connect_timeout: float | None) -> tuple[float 
     if kind is GuestKind.NONE:
         return connect_timeout, True
     return min(connect_timeout or 1.0, 1.0), False
+
+
+def _health_status(payload: bytes) -> int:
+    """A ``HealthCheckResponse``'s status (``kuasar.wire`` is loaded here, by a probe that got an
+    answer: ``exec --console`` never needs it)."""
+    from kuasar.wire import HealthCheckResponse
+
+    return HealthCheckResponse.decode(payload).status
