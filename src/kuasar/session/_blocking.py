@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
     from kuasar.remote_exec import CompletedProcess
+    from kuasar.session._process import BlockingProcess
     from kuasar.ttrpc.blocking import BlockingClient
+    from kuasar.wire import ExecStart
 
 
 class BlockingSession:
@@ -46,12 +48,24 @@ class BlockingSession:
         self.client = client
         self.api_error = api_error
         self.limits = limits
+        self._process: BlockingProcess | None = None
 
     @classmethod
     def open(
-        cls, target: GuestTarget, *, probe_timeout: float | None = None, limits: Limits = DEFAULT_LIMITS
+        cls,
+        target: GuestTarget,
+        *,
+        probe_timeout: float | None = None,
+        limits: Limits = DEFAULT_LIMITS,
+        exec_start: ExecStart | None = None,
     ) -> BlockingSession:
-        """Probe ``target``'s agent port once (no retry), as :meth:`Session.open` does."""
+        """Probe ``target``'s agent port once (no retry), as :meth:`Session.open` does.
+
+        Args:
+            exec_start: the Exec to run if the guest turns out to be our agent: it is sent with the
+                probe's first calls, saving the round trip :meth:`api_process` would cost, and
+                dropped when another kind of guest answers (for whom it is an unknown method).
+        """
         from kuasar.transport import blocking
         from kuasar.ttrpc.blocking import BlockingClient
 
@@ -63,30 +77,32 @@ class BlockingSession:
         except TransportError as exc:
             return cls(target, GuestKind.NONE, api_error=exc, limits=limits)
         client = BlockingClient(sock, limits=limits)
-        probe = GuestProbe()
-        sent: dict[Call, int] = {}  # the calls sent ahead of their turn: their stream ids
         try:
-            while (call := probe.next_call()) is not None:
-                try:
-                    if call not in sent:
-                        sent[call] = client.start(call.service, call.method, timeout=budget)
-                    if (guess := probe.ahead()) is not None and guess not in sent:
-                        sent[guess] = client.start(guess.service, guess.method, timeout=budget)
-                    reply = client.result(sent.pop(call))
-                except KuasarError as exc:
-                    probe.receive_error(exc)
-                    continue
-                probe.receive_reply(reply)
-            for stream_id in sent.values():
-                client.abandon(stream_id)
+            probe, process = _probe(client, budget, exec_start)
         except BaseException:
             client.close()
             raise
         assert probe.kind is not None
+        if probe.kind is not GuestKind.KUASAR_AGENT and process is not None:
+            process.abandon()
+            process = None
         if probe.kind is GuestKind.NONE:
             client.close()
             return cls(target, probe.kind, api_error=probe.error, limits=limits)
-        return cls(target, probe.kind, client=client, limits=limits)
+        session = cls(target, probe.kind, client=client, limits=limits)
+        session._process = process
+        return session
+
+    def api_process(self, start: ExecStart) -> BlockingProcess:
+        """The Exec of ``start`` over the agent API: the one :meth:`open` sent beside the probe
+        (``start`` is that one), else a new one on :attr:`client`."""
+        process, self._process = self._process, None
+        if process is not None:
+            return process
+        from kuasar.session._process import BlockingProcess
+
+        assert self.client is not None
+        return BlockingProcess(self.client, start)
 
     def __enter__(self) -> BlockingSession:
         return self
@@ -163,6 +179,38 @@ class BlockingSession:
         except DeadlineExceeded:
             raise DeadlineExceeded(f"timed out after {timeout:g} s") from None
         return vm_process_result(argv, command, reply=reply)
+
+
+def _probe(
+    client: BlockingClient, budget: float, exec_start: ExecStart | None
+) -> tuple[GuestProbe, BlockingProcess | None]:
+    """Run the probe's calls on ``client`` (each one's likely successor sent with it); with
+    ``exec_start``, open that Exec beside the first ones. Returns the finished probe and the Exec."""
+    probe = GuestProbe()
+    process = None
+    sent: dict[Call, int] = {}  # the calls sent ahead of their turn: their stream ids
+    while (call := probe.next_call()) is not None:
+        try:
+            if call not in sent:
+                sent[call] = client.start(call.service, call.method, timeout=budget)
+            if (guess := probe.ahead()) is not None and guess not in sent:
+                sent[guess] = client.start(guess.service, guess.method, timeout=budget)
+        except KuasarError as exc:
+            probe.receive_error(exc)
+            continue
+        if exec_start is not None and process is None:  # its frames leave with the calls above
+            from kuasar.session._process import BlockingProcess
+
+            process = BlockingProcess(client, exec_start)
+        try:
+            reply = client.result(sent.pop(call))
+        except KuasarError as exc:
+            probe.receive_error(exc)
+            continue
+        probe.receive_reply(reply)
+    for stream_id in sent.values():
+        client.abandon(stream_id)
+    return probe, process
 
 
 def open_console(

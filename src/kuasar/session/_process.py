@@ -50,7 +50,24 @@ class BlockingProcess:
             self._span.name += f" stream {self._stream_id}"
             trace("%s open (bidi)", self._span.name)
         self._send(wire.ExecInput(start=start))
+
+    def attach(self) -> list[tuple[int, bytes]]:
+        """Start driving the stream (the socket becomes non-blocking): the output that already
+        arrived, e.g. while the session's probe was read on the same connection.
+
+        Raises:
+            CommandNotFound, CommandNotExecutable, RPCError: the agent refused to start it.
+        """
         self._sock.setblocking(False)
+        return self._on_events(self.client.take_early(self._stream_id))
+
+    def abandon(self) -> None:
+        """Give the stream up before it was driven (the guest turned out not to be our agent):
+        later frames for it are dropped."""
+        if self._span is not None:
+            self._span.end("not used (the guest has no agent API)")
+        self._core.abandon(self._stream_id)
+        self.client.take_early(self._stream_id)
 
     def fileno(self) -> int:
         return self._sock.fileno()

@@ -37,6 +37,7 @@ class BlockingClient:
         self.core = ClientCore(limits.max_message)
         self._pending: dict[int, _Pending] = {}
         self._finished: dict[int, Finished] = {}
+        self._early: list[Event] = []
 
     def close(self) -> None:
         self.sock.close()
@@ -123,9 +124,18 @@ class BlockingClient:
     def _wait(self, stream_id: int, deadline: float | None) -> Finished:
         while stream_id not in self._finished:
             for event in self.receive(deadline):
-                if isinstance(event, Finished) and event.stream_id in self._pending:
+                if event.stream_id not in self._pending:  # a stream opened beside these calls
+                    self._early.append(event)
+                elif isinstance(event, Finished):
                     self._finished[event.stream_id] = event
         return self._finished[stream_id]
+
+    def take_early(self, stream_id: int) -> list[Event]:
+        """The events of ``stream_id`` (a stream the caller drives itself, opened on the core while
+        unary calls were waited for) that arrived during those waits, in order."""
+        taken = [event for event in self._early if event.stream_id == stream_id]
+        self._early = [event for event in self._early if event.stream_id != stream_id]
+        return taken
 
     def abandon(self, stream_id: int) -> None:
         """Forget a call :meth:`start` sent: its answer, come or to come, is dropped."""

@@ -19,13 +19,12 @@ from kuasar._poll import READ, WRITE, Poller
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.errors import DeadlineExceeded
 from kuasar.remote_exec import STDOUT, exec_start
-from kuasar.session._process import BlockingProcess
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from kuasar.ctl.quickparse import Namespace
     from kuasar.ctl.terminal import Screen
-    from kuasar.session import AgentConnection
+    from kuasar.session._process import BlockingProcess
 
 READ_CHUNK = 256 * 1024
 
@@ -61,62 +60,70 @@ class _Signals:
         os.close(self.write_fd)
 
 
-def run_api(
-    client: AgentConnection,
-    args: Namespace,
-    command: list[str],
-    env: dict[str, str],
-    *,
-    escape: int | None,
-    deadline: float | None,
-) -> int:
-    """Run the command over the Exec stream; the kuasarctl exit code.
+class ApiCommand:
+    """exec's command as the agent API runs it: its ``ExecStart`` (built before the connection is
+    chosen, so the session can send it with its probe) and the local terminal's part.
 
-    Raises:
-        DeadlineExceeded: ``deadline`` (``time.monotonic()``) passed first.
-        CommandNotFound, CommandNotExecutable, RPCError: the agent refused to start it.
-        ConnectionClosed, ProtocolError: the connection failed.
+    Args:
+        args: exec's parsed flags.
+        command: the command words (empty: the default shell).
+        env: the environment to set.
     """
-    from kuasar.commandline import DEFAULT_SHELL, command_argv
-    from kuasar.ctl import terminal
-    from kuasar.ctl.main import exit_code_for
-    from kuasar.errors import Interrupted
 
-    stdin_fd, stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
-    pty = (args.interactive and args.tty) or args.force_tty
-    raw = pty and args.interactive and os.isatty(stdin_fd)
-    size_fd = stdin_fd if raw else stdout_fd
-    if pty:
-        env.setdefault("TERM", os.environ.get("TERM") or "xterm")
-    argv = command_argv(command) if command else list(DEFAULT_SHELL)
-    start = exec_start(
-        argv,
-        env,
-        args.workdir,
-        user=args.user,
-        tty=pty,
-        container_id=args.container,
-        stdin=args.interactive,
-        size=terminal.window_size(size_fd) if pty else None,
-    )
-    process = BlockingProcess(client, start)
-    watched = (() if raw else (_signals.SIGINT,)) + (
-        (_signals.SIGWINCH,) if pty and os.isatty(size_fd) else ()
-    )
-    loop = _Loop(process, watched, stdin_fd if args.interactive else None, deadline, raw=raw, escape=escape)
-    if raw:
-        with terminal.raw_terminal(stdin_fd) as screen:
-            outcome = loop.drive(stdout_fd, size_fd, screen)
-    else:
-        outcome = loop.drive(stdout_fd, size_fd, None)
-    if outcome == "detached":
-        sys.stderr.write("\r\n[detached]\r\n")
-        return 0
-    if outcome == "interrupted":
-        return exit_code_for(error=Interrupted("interrupted"))
-    assert process.exit is not None
-    status = process.exit
-    return exit_code_for(exit_status=None if status.signal else status.exit_code, signal_number=status.signal)
+    def __init__(self, args: Namespace, command: list[str], env: dict[str, str]) -> None:
+        from kuasar.commandline import DEFAULT_SHELL, command_argv
+        from kuasar.ctl import terminal
+
+        self.args = args
+        self.stdin_fd, self.stdout_fd = sys.stdin.fileno(), sys.stdout.fileno()
+        self.pty = bool((args.interactive and args.tty) or args.force_tty)
+        self.raw = self.pty and args.interactive and os.isatty(self.stdin_fd)
+        self.size_fd = self.stdin_fd if self.raw else self.stdout_fd
+        if self.pty:
+            env.setdefault("TERM", os.environ.get("TERM") or "xterm")
+        self.start = exec_start(
+            command_argv(command) if command else list(DEFAULT_SHELL),
+            env,
+            args.workdir,
+            user=args.user,
+            tty=self.pty,
+            container_id=args.container,
+            stdin=args.interactive,
+            size=terminal.window_size(self.size_fd) if self.pty else None,
+        )
+
+    def run(self, process: BlockingProcess, *, escape: int | None, deadline: float | None) -> int:
+        """Drive ``process`` (this command's Exec) to its end; the kuasarctl exit code.
+
+        Raises:
+            DeadlineExceeded: ``deadline`` (``time.monotonic()``) passed first.
+            CommandNotFound, CommandNotExecutable, RPCError: the agent refused to start it.
+            ConnectionClosed, ProtocolError: the connection failed.
+        """
+        from kuasar.ctl import terminal
+        from kuasar.ctl.main import exit_code_for
+        from kuasar.errors import Interrupted
+
+        watched: tuple[int, ...] = () if self.raw else (_signals.SIGINT,)
+        if self.pty and os.isatty(self.size_fd):
+            watched += (_signals.SIGWINCH,)
+        stdin_fd = self.stdin_fd if self.args.interactive else None
+        loop = _Loop(process, watched, stdin_fd, deadline, raw=self.raw, escape=escape)
+        if self.raw:
+            with terminal.raw_terminal(self.stdin_fd) as screen:
+                outcome = loop.drive(self.stdout_fd, self.size_fd, screen)
+        else:
+            outcome = loop.drive(self.stdout_fd, self.size_fd, None)
+        if outcome == "detached":
+            sys.stderr.write("\r\n[detached]\r\n")
+            return 0
+        if outcome == "interrupted":
+            return exit_code_for(error=Interrupted("interrupted"))
+        assert process.exit is not None
+        status = process.exit
+        return exit_code_for(
+            exit_status=None if status.signal else status.exit_code, signal_number=status.signal
+        )
 
 
 #: Queued output to the agent above which stdin is not read until the socket has taken some.
@@ -153,6 +160,8 @@ class _Loop:
         the signal handlers (installed here) are restored on every path."""
         self.signals = _Signals(self.watched)
         try:
+            for stream, data in self.process.attach():  # what came while the probe was read
+                write_all_blocking(stdout_fd if stream == STDOUT else sys.stderr.fileno(), data)
             outcome = self.run(stdout_fd, sys.stderr.fileno(), size_fd)
         except BaseException:
             self.process.kill()

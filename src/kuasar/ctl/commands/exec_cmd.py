@@ -289,14 +289,17 @@ def _dispatch(
         forced = ExecPath.CONSOLE  # -p names a debug console port: it means the console
     from kuasar.ctl.commands import exec_api
 
-    with BlockingSession.open(target) as session:
+    wants_api = forced in (None, ExecPath.API) or api_only
+    api = exec_api.ApiCommand(args, command, env) if wants_api else None
+    with BlockingSession.open(target, exec_start=api.start if api is not None else None) as session:
         if forced is ExecPath.API or api_only:
-            client = session.require_api("--agent" if forced is ExecPath.API else ", ".join(api_only))
-            return exec_api.run_api(client, args, command, env, escape=escape, deadline=deadline)
+            session.require_api("--agent" if forced is ExecPath.API else ", ".join(api_only))
+            assert api is not None
+            return api.run(session.api_process(api.start), escape=escape, deadline=deadline)
         paths = (forced,) if forced is not None else session.paths()
         for path in paths:
-            if path is ExecPath.API and session.client is not None:
-                return exec_api.run_api(session.client, args, command, env, escape=escape, deadline=deadline)
+            if path is ExecPath.API and session.client is not None and api is not None:
+                return api.run(session.api_process(api.start), escape=escape, deadline=deadline)
             if path is ExecPath.CONSOLE:
                 try:
                     sock = session.open_console(connect_timeout=connect)
