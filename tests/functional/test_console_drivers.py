@@ -7,13 +7,14 @@ import asyncio
 import os
 import socket
 import threading
+import time
 
 import pytest
 
 from kuasar import console_session, console_sync
 from kuasar.config import DEFAULT_LIMITS
 from kuasar.console import ConsoleExec
-from kuasar.errors import ProtocolError
+from kuasar.errors import ConnectionClosed, DeadlineExceeded, ProtocolError
 
 SHORT = DEFAULT_LIMITS.replace(console_start_timeout=0.3)
 
@@ -51,6 +52,98 @@ def test_blocking_driver_runs_a_command() -> None:
             player.join()
             assert result.exit_status == 7
             assert os.read(read_end, 100) == b"hello\n"
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+
+
+def read_exec_line(peer: socket.socket) -> None:
+    received = b""
+    while received.count(b"\n") < 2:
+        received += peer.recv(4096)
+
+
+def drain(fd: int) -> bytes:
+    """What a pipe holds now (its writer may still be open)."""
+    os.set_blocking(fd, False)
+    data = bytearray()
+    try:
+        while chunk := os.read(fd, 1 << 20):
+            data += chunk
+    except BlockingIOError:
+        pass
+    return bytes(data)
+
+
+def test_blocking_driver_relays_output_byte_exact_across_chunks_and_a_split_exit_marker() -> None:
+    """Output only (no stdin): the blocking reads keep every byte, in order, whatever the chunking."""
+    payload = bytes(range(256)) * 4096 + b"__KSR_EXIT__ lookalike\r\n"  # 1 MiB and a bit
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        core = ConsoleExec(["cat", "big"])
+
+        def play() -> None:
+            read_exec_line(peer)
+            peer.sendall(b"\x1b[?2004l\r\n__KSR_START__:%s\n" % core.token.encode())
+            for start in range(0, len(payload), 4095):
+                peer.sendall(payload[start : start + 4095])
+            exit_line = b"__KSR_EXIT__:%s:3\n" % core.token.encode()
+            peer.sendall(exit_line[:9])
+            peer.sendall(exit_line[9:] + b"dropped after the marker")
+
+        read_end, write_end = os.pipe()
+        collected = bytearray()
+
+        def collect() -> None:
+            while chunk := os.read(read_end, 1 << 20):
+                collected.extend(chunk)
+
+        threads = [threading.Thread(target=play), threading.Thread(target=collect)]
+        for thread in threads:
+            thread.start()
+        try:
+            result = console_sync.run(ours, core, output_fd=write_end, limits=SHORT)
+        finally:
+            os.close(write_end)
+            for thread in threads:
+                thread.join()
+            os.close(read_end)
+        assert result.exit_status == 3
+        assert bytes(collected) == payload
+
+
+def test_blocking_driver_deadline_bounds_a_started_command_that_prints_nothing() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        core = ConsoleExec(["sleep", "10"])
+        player = threading.Thread(
+            target=lambda: (read_exec_line(peer), peer.sendall(b"__KSR_START__:%s\n" % core.token.encode()))
+        )
+        player.start()
+        read_end, write_end = os.pipe()
+        try:
+            with pytest.raises(DeadlineExceeded):
+                console_sync.run(
+                    ours, core, output_fd=write_end, deadline=time.monotonic() + 0.3, limits=SHORT
+                )
+            player.join()
+            assert core.started
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+
+
+def test_blocking_driver_reports_a_console_closed_after_the_start() -> None:
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        core = ConsoleExec(["cat"])
+        peer.sendall(b"__KSR_START__:%s\npartial" % core.token.encode())
+        peer.shutdown(socket.SHUT_WR)  # the console ends; the exec line still fits in the buffer
+        read_end, write_end = os.pipe()
+        try:
+            with pytest.raises(ConnectionClosed, match="before the command finished"):
+                console_sync.run(ours, core, output_fd=write_end, limits=SHORT)
+            assert drain(read_end) == b"partial"
         finally:
             os.close(read_end)
             os.close(write_end)
