@@ -7,7 +7,9 @@ never a traceback (unless ``-vv``). Subcommand modules in
 ``kuasar.ctl.commands`` declare their flags and return an ``int`` (or a coroutine producing one);
 they import their heavy dependencies lazily so ``kuasarctl exec`` on the console path never loads
 protobuf. When the shell asks for completions (``$_ARGCOMPLETE`` set), ``commands.completion``
-answers before anything is parsed and exits; only then is ``argcomplete`` imported.
+answers before anything is parsed and exits; only then is ``argcomplete`` imported. The root's
+help, version and usage error (``--help``, ``-h``, ``--version``, no words) come from
+:mod:`kuasar.ctl.quickhelp`, with argparse's bytes, before argparse is imported (``quick_root``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 from kuasar import __version__
 from kuasar.ctl import output
 from kuasar.ctl.commands import COMMANDS
-from kuasar.ctl.quickparse import VERBOSE_DEST, verbosity
+from kuasar.ctl.quickparse import PROG, VERBOSE_DEST, verbosity
 from kuasar.errors import Interrupted, KuasarError
 
 TYPE_CHECKING = False
@@ -31,6 +33,17 @@ if TYPE_CHECKING:
 
 #: exit code for a remote process killed by signal N is 128 + N (shells and docker agree).
 SIGNAL_EXIT_BASE = 128
+
+#: The root parser's texts: :func:`build_parser` gives them to argparse, :func:`quick_root` to
+#: :mod:`kuasar.ctl.quickhelp`, which prints the same help without argparse.
+DESCRIPTION = "Reach inside Kuasar / Kata-style microVM sandboxes: exec, ps, local sandboxes."
+EPILOG = (
+    "Sandboxes are found under -d/--socket-dir, $KUASAR_SOCKET_DIR, or /run/kuasar and "
+    "/run/kuasar-vmm. An ID may be a unique prefix. -v works before or after the command name."
+)
+VERSION = f"{PROG} {__version__}"
+COMMAND_METAVAR = "COMMAND"
+COMMAND_HELP = "run 'kuasarctl COMMAND --help' for its flags"
 
 
 def exit_code_for(
@@ -72,16 +85,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
     from kuasar.ctl.parser import CommandParser
 
-    parser = CommandParser(
-        prog="kuasarctl",
-        description="Reach inside Kuasar / Kata-style microVM sandboxes: exec, ps, local sandboxes.",
-        epilog="Sandboxes are found under -d/--socket-dir, $KUASAR_SOCKET_DIR, or /run/kuasar and "
-        "/run/kuasar-vmm. An ID may be a unique prefix. -v works before or after the command name.",
-        verbose_dest=VERBOSE_DEST,
-    )
-    parser.add_argument("--version", action="version", version=f"kuasarctl {__version__}")
+    parser = CommandParser(prog=PROG, description=DESCRIPTION, epilog=EPILOG, verbose_dest=VERBOSE_DEST)
+    parser.add_argument("--version", action="version", version=VERSION)
     commands = parser.add_subparsers(
-        dest="command", metavar="COMMAND", required=True, help="run 'kuasarctl COMMAND --help' for its flags"
+        dest="command", metavar=COMMAND_METAVAR, required=True, help=COMMAND_HELP
     )
     chosen = None if argv is None else chosen_command(argv)
     wanted = {module for name, aliases, module, _ in COMMANDS if argv is None or chosen in (name, *aliases)}
@@ -121,6 +128,26 @@ def quick_parse(words: Sequence[str]) -> Namespace | None:
     return None
 
 
+def quick_root(words: Sequence[str]) -> int | None:
+    """``kuasarctl --help``, ``-h``, ``--version`` or a bare ``kuasarctl`` printed as argparse prints
+    them, without argparse (:mod:`kuasar.ctl.quickhelp`): the exit code, or ``None`` (nothing
+    printed) when argparse must answer."""
+    if len(words) > 1 or (words and not words[0].startswith("-")):
+        return None
+    from kuasar.ctl import quickhelp
+
+    root = quickhelp.Root(
+        prog=PROG,
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        version=VERSION,
+        metavar=COMMAND_METAVAR,
+        help=COMMAND_HELP,
+        commands=[(name, aliases, summary) for name, aliases, _, summary in COMMANDS],
+    )
+    return quickhelp.answer(root, words)
+
+
 def dispatch(args: Namespace) -> int:
     """Run the parsed command behind the one error boundary; returns the exit code.
 
@@ -154,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``kuasarctl`` console script. Returns the process exit code."""
     words = sys.argv[1:] if argv is None else list(argv)
     completing = "_ARGCOMPLETE" in os.environ  # the shell asks for completions: answer and exit
+    if not completing:
+        code = quick_root(words)
+        if code is not None:
+            return code
     args = None if completing else quick_parse(words)
     if args is None:
         parser = build_parser(None if completing else words)
