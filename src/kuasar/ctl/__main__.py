@@ -1,7 +1,5 @@
 """``python -m kuasar.ctl``: the same as the ``kuasarctl`` script."""
 
-import sys
+from kuasar.ctl.main import run
 
-from kuasar.ctl.main import main
-
-sys.exit(main())
+run()
