@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 import string
 import textwrap
 
@@ -14,7 +15,6 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from kuasar.ctl import main as ctl_main
-from kuasar.ctl import parser as ctl_parser
 from kuasar.ctl import quickhelp
 
 QUICK_WORDS = [[], ["-h"], ["--help"], ["--version"]]
@@ -184,7 +184,7 @@ def test_wrap_is_textwraps_unless_it_would_cut_a_word(text: str, width: int) -> 
         st.none(), st.sampled_from(["", "0", "-3", " 42", "abc", "1e3", "7", "300"]), st.text(max_size=4)
     )
 )
-def test_terminal_columns_is_the_parsers(columns: str | None) -> None:
+def test_terminal_columns_is_shutils(columns: str | None) -> None:
     with pytest.MonkeyPatch.context() as patch:
         if columns is None:
             patch.delenv("COLUMNS", raising=False)
@@ -192,4 +192,4 @@ def test_terminal_columns_is_the_parsers(columns: str | None) -> None:
             return  # not a possible environment value
         else:
             patch.setenv("COLUMNS", columns)
-        assert quickhelp.terminal_columns() == ctl_parser.terminal_columns()
+        assert quickhelp.terminal_columns() == shutil.get_terminal_size().columns

@@ -15,12 +15,11 @@ own subcommands), so each of them gets, without asking:
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import sys
 import textwrap
 
 from kuasar._text import printable
+from kuasar.ctl.quickhelp import VERBOSE_HELP, terminal_columns
 from kuasar.ctl.quickparse import VERBOSE_DEST
 
 TYPE_CHECKING = False
@@ -36,21 +35,6 @@ def plain(text: str) -> str:
     text = _ROLE.sub(r"\1", text)
     text = _LITERAL.sub(r"\1", text)
     return re.sub(r"::$", ":", text, flags=re.MULTILINE)
-
-
-def terminal_columns() -> int:
-    """``shutil.get_terminal_size().columns`` (``$COLUMNS``, else the terminal on stdout, else 80),
-    which argparse's formatter asks for, without importing ``shutil`` (and its ``bz2``, ``lzma``)."""
-    try:
-        columns = int(os.environ["COLUMNS"])
-    except (KeyError, ValueError):
-        columns = 0
-    if columns > 0:
-        return columns
-    try:
-        return os.get_terminal_size(sys.__stdout__.fileno()).columns or 80  # type: ignore[union-attr]
-    except (AttributeError, ValueError, OSError):
-        return 80
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -116,7 +100,7 @@ class CommandParser(argparse.ArgumentParser):
             dest=verbose_dest or f"{VERBOSE_DEST}:{self.prog}",
             action="count",
             default=0,
-            help="trace connections and ttrpc calls (-vv: debug log and tracebacks)",
+            help=VERBOSE_HELP,
         )
 
     def error(self, message: str) -> NoReturn:

@@ -4,8 +4,8 @@ parser's help, version and usage error rendered here, byte for byte as ``argpars
 Layer contract: ``kuasar.ctl`` only; no imports beyond ``os`` and ``sys`` (``argparse`` loads ``re``,
 ``enum``, ``gettext`` and ``shutil``: ~10 ms, the whole budget of printing the root help). It copies
 no text of the parser: :mod:`kuasar.ctl.main` hands over the strings ``build_parser`` is built from,
-as a :class:`Root`; only the wording of the root's three flags (argparse's ``-h`` and ``--version``,
-:class:`~kuasar.ctl.parser.CommandParser`'s ``-v``) is repeated in :data:`FLAGS`.
+as a :class:`Root`; only the wording of the root's three flags (argparse's own ``-h`` and ``--version``,
+:class:`~kuasar.ctl.parser.CommandParser` takes ``-v``'s from here) is in :data:`FLAGS`.
 
 The layout replays ``argparse.HelpFormatter`` for exactly that parser's shape (three flags, one
 subcommand positional with a list of commands) and ``textwrap``'s line breaking, including its
@@ -29,9 +29,11 @@ if TYPE_CHECKING:
 WORDS = ((), ("-h",), ("--help",), ("--version",))
 
 #: The root's flags as its help lists them: (invocation, help), in ``parser._actions`` order.
+#: The help of every parser's ``-v`` (:class:`~kuasar.ctl.parser.CommandParser` adds it).
+VERBOSE_HELP = "trace connections and ttrpc calls (-vv: debug log and tracebacks)"
 FLAGS = (
     ("-h, --help", "show this help message and exit"),
-    ("-v, --verbose", "trace connections and ttrpc calls (-vv: debug log and tracebacks)"),
+    ("-v, --verbose", VERBOSE_HELP),
     ("--version", "show program's version number and exit"),
 )
 
@@ -76,7 +78,8 @@ class Root:
 
 def terminal_columns() -> int:
     """``shutil.get_terminal_size().columns`` (``$COLUMNS``, else the terminal on stdout, else 80),
-    the lookup of :func:`kuasar.ctl.parser.terminal_columns`, which argparse's formatter uses."""
+    which argparse's formatter asks for (:mod:`kuasar.ctl.parser` gives it this), without importing
+    ``shutil`` (and its ``bz2``, ``lzma``)."""
     try:
         columns = int(os.environ["COLUMNS"])
     except (KeyError, ValueError):
