@@ -1,6 +1,7 @@
 """Stdout throughput of ``kuasarctl exec -t ID cat BIGFILE > /dev/null``, and the agent's idle RSS.
 
-Starts a local sandbox, writes BIGFILE (--size MiB of random bytes) and times (median of --runs):
+Starts a local sandbox, writes BIGFILE (--size MiB of random bytes) and times (median of --runs,
+the three paths taking turns run by run):
   api       kuasarctl exec -t --agent ID cat BIGFILE     (agent API: ttrpc Exec stream)
   console   kuasarctl exec -t --console ID cat BIGFILE   (debug console, marker stripping)
   socat     socat relaying the same hvsock path: CONNECT 1025, KSR_MODE exec, exec cat BIGFILE
@@ -22,8 +23,9 @@ import shutil
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -49,7 +51,14 @@ def socat_once(socket_path: str, big: str) -> float:
         # The VMM's "OK <port>" line and the PTY's few setup bytes land in /dev/null with the data.
         relay.stdin.write(f"CONNECT 1025\nKSR_MODE exec\nstty -opost -echo; exec cat {big}\n".encode())
         relay.stdin.flush()  # stdin stays open: closing it would end the console session
-        relay.wait(600)
+        # wait() without a timeout blocks in waitpid; with one it polls, sleeping up to 50 ms
+        # between polls, which added 0-50 ms to socat's time (kuasarctl's runs block in waitpid).
+        watchdog = threading.Timer(600, relay.kill)
+        watchdog.start()
+        try:
+            relay.wait()
+        finally:
+            watchdog.cancel()
         relay.stdin.close()
     return time.perf_counter() - started
 
@@ -100,11 +109,18 @@ def measure(size: int = 256, runs: int = 3) -> dict[str, Any]:
                 file.write(os.urandom(1 << 20))
         socket_path = os.path.join(root, sandbox_id, "task.socket")
         base = [*CTL, "exec", "-t", "-d", root]
-        seconds = {
-            "api": median([timed([*base, "--agent", sandbox_id, "cat", big]) for _ in range(runs)]),
-            "console": median([timed([*base, "--console", sandbox_id, "cat", big]) for _ in range(runs)]),
-            "socat": median([socat_once(socket_path, big) for _ in range(runs)]),
+        paths: dict[str, Callable[[], float]] = {
+            "api": lambda: timed([*base, "--agent", sandbox_id, "cat", big]),
+            "console": lambda: timed([*base, "--console", sandbox_id, "cat", big]),
+            "socat": lambda: socat_once(socket_path, big),
         }
+        # Round-robin, so each path and its socat baseline see the same load (a shared machine's
+        # load drifts over the seconds that a block of runs of one path takes).
+        samples: dict[str, list[float]] = {name: [] for name in paths}
+        for _ in range(runs):
+            for name, once in paths.items():
+                samples[name].append(once())
+        seconds = {name: median(times) for name, times in samples.items()}
         true_api = median([timed([*base, sandbox_id, "true"]) for _ in range(max(5, runs))])
         true_console = median([timed([*base, "--console", sandbox_id, "true"]) for _ in range(max(5, runs))])
         os.unlink(big)
