@@ -1,5 +1,5 @@
-"""Frozen, slotted records without :mod:`dataclasses`: what ``@dataclass(frozen=True, slots=True)``
-gives, for the modules on ``kuasarctl exec``'s start-up path.
+"""Frozen, slotted records without :mod:`dataclasses`, and named string constants without
+:mod:`enum`, for the modules on ``kuasarctl exec``'s start-up path.
 
 Layer contract: leaf; no imports at run time. ``import dataclasses`` costs several milliseconds
 (it pulls in ``inspect``), and creating each dataclass ``exec``\\s its methods (~0.4 ms); a
@@ -11,6 +11,13 @@ bases'; a field without a default is required. Records are frozen, compare equal
 values, hash by them, and have a ``repr``; :meth:`Record.replace` and :meth:`Record.as_dict` stand
 in for ``dataclasses.replace`` and ``asdict``. A ``__post_init__`` method, if defined, runs after
 ``__init__`` (to validate).
+
+``import enum`` loads ``functools``, ``collections``, ``operator``, ``types`` and ``reprlib`` (≈ 4 ms
+of the ≈ 10 ms a one-shot ``exec`` may spend over the interpreter's own start, issue 12), so the few
+constant sets that path needs (``GuestKind``, ``ExecPath``, ``StdinMode``) subclass :class:`Named`
+instead. A member is an instance of its class (compare with ``is``), equal to its text, serialised
+by ``json`` as its text, with ``.value`` and ``.name`` as an enum member has; ``members()`` lists
+them in definition order.
 """
 
 from __future__ import annotations
@@ -106,3 +113,37 @@ class Record(metaclass=_RecordMeta):
     def field_names(cls) -> tuple[str, ...]:
         """The record's field names, in order."""
         return tuple(cls._fields)
+
+
+class Named(str):
+    """A string constant with a name; subclasses declare ``NAME: ClassVar[Sub]`` and call
+    :meth:`define` once after their body."""
+
+    __slots__ = ()
+    _names: ClassVar[dict[str, str]]
+
+    @classmethod
+    def define(cls, **members: str) -> None:
+        """Create the members (``NAME=value`` each) as class attributes."""
+        cls._names = {}
+        for name, value in members.items():
+            setattr(cls, name, cls(value))
+            cls._names[value] = name
+
+    @classmethod
+    def members(cls) -> tuple[Self, ...]:
+        """Every member, in definition order."""
+        return tuple(getattr(cls, name) for name in cls._names.values())
+
+    @property
+    def value(self) -> str:
+        """The member's text (what ``-o json`` prints)."""
+        return str.__str__(self)
+
+    @property
+    def name(self) -> str:
+        """The member's attribute name (``KUASAR_AGENT``)."""
+        return self._names[self.value]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}.{self.name}"

@@ -29,8 +29,7 @@ from __future__ import annotations
 import os
 import time
 
-from kuasar._named import Named
-from kuasar._record import Record
+from kuasar._record import Named, Record
 from kuasar._text import compiled
 from kuasar.errors import ConnectionClosed, ProtocolError, UsageError
 

@@ -44,7 +44,6 @@ LAYERS: dict[str, Layer] = {
             "kuasar._record",
             "kuasar._subprocess",
             "kuasar._poll",
-            "kuasar._named",
             "kuasar._signals",
             "kuasar.logtime",
             "kuasar.sandbox.state",  # the state-record format ps and the supervisor share
@@ -277,7 +276,7 @@ SANS_IO_CORES = [
     SRC / "ttrpc" / "_client_core.py",
     SRC / "console.py",
     SRC / "transport" / "_handshake.py",
-    *(SRC / "session" / f"{name}.py" for name in ("_probe", "_diagnose", "_vm_process", "_target")),
+    *(SRC / "session" / f"{name}.py" for name in ("_probe", "_diagnose", "_vm_process")),
     SRC / "remote_exec.py",
     *sorted((SRC / "wire").glob("*.py")),
     *(

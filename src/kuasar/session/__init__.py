@@ -12,8 +12,7 @@ and no protobuf: the names below load their driver on first use.
 
 from __future__ import annotations
 
-from kuasar.session._probe import ExecPath, GuestKind
-from kuasar.session._target import GuestTarget
+from kuasar.session._probe import ExecPath, GuestKind, GuestTarget
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -18,8 +18,15 @@ from kuasar.address import Address
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
 from kuasar.session import _diagnose
-from kuasar.session._probe import ExecPath, GuestKind, GuestProbe, RawPayload, console_dial, exec_paths
-from kuasar.session._target import GuestTarget
+from kuasar.session._probe import (
+    ExecPath,
+    GuestKind,
+    GuestProbe,
+    GuestTarget,
+    RawPayload,
+    console_dial,
+    exec_paths,
+)
 from kuasar.session._vm_process import METHOD as VM_METHOD
 from kuasar.session._vm_process import SERVICE as VM_SERVICE
 from kuasar.session._vm_process import vm_process_request, vm_process_result

@@ -2,7 +2,7 @@
 diagnosis as the asyncio :class:`kuasar.session.Session`, on plain sockets.
 
 Layer contract: ``kuasar.transport.blocking`` (dial), ``kuasar.ttrpc.blocking`` (calls) and the
-sans-IO ``_probe`` / ``_diagnose`` / ``_target`` / ``_vm_process``. No asyncio, no protobuf
+sans-IO ``_probe`` / ``_diagnose`` / ``_vm_process``. No asyncio, no protobuf
 (``kuasarctl exec``'s fast path).
 """
 
@@ -10,8 +10,15 @@ from __future__ import annotations
 
 from kuasar.config import CONSOLE_PORT, DEFAULT_LIMITS, Limits
 from kuasar.errors import DeadlineExceeded, KuasarError, RPCError, TransportError
-from kuasar.session._probe import Call, ExecPath, GuestKind, GuestProbe, console_dial, exec_paths
-from kuasar.session._target import GuestTarget
+from kuasar.session._probe import (
+    Call,
+    ExecPath,
+    GuestKind,
+    GuestProbe,
+    GuestTarget,
+    console_dial,
+    exec_paths,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,10 +1,12 @@
-"""What answers on a guest's agent port, sans-IO: the probe's calls, how each answer is read, the
-guest kinds, and the exec paths each kind offers.
+"""A guest as the session knows it, sans-IO: where its ports are (:class:`GuestTarget`), what
+answers on its agent port (the probe's calls and how each answer is read), the guest kinds, and the
+exec paths each kind offers.
 
-Layer contract: bottom of ``kuasar.session``; ``kuasar.errors`` and (once an answer came)
-``kuasar.wire`` — no asyncio, no sockets, no protobuf. Every probe request is an empty message
-(empty bytes), every answer is read here (:meth:`GuestProbe.receive_reply` /
-:meth:`GuestProbe.receive_error`), so drivers of any IO model only make the calls.
+Layer contract: bottom of ``kuasar.session``; ``kuasar.errors``, ``kuasar.address``,
+``kuasar.config`` and (once an answer came) ``kuasar.wire`` — no asyncio, no sockets, no protobuf.
+Every probe request is an empty message (empty bytes), every answer is read here
+(:meth:`GuestProbe.receive_reply` / :meth:`GuestProbe.receive_error`), so drivers of any IO
+model only make the calls.
 
 The probe (design.md "Guests in the field")::
 
@@ -18,8 +20,9 @@ The probe (design.md "Guests in the field")::
 
 from __future__ import annotations
 
-from kuasar._named import Named
-from kuasar._record import Record
+from kuasar._record import Named, Record
+from kuasar.address import Address, HvsockAddress, UnixAddress, parse_address, with_port
+from kuasar.config import AGENT_PORT, CONSOLE_PORT
 from kuasar.errors import KuasarError, RPCError, TransportError
 
 TYPE_CHECKING = False
@@ -33,6 +36,46 @@ SERVING = 1
 AGENT_SERVICE = "kuasar.agent.v1.Agent"
 HEALTH_SERVICE = "grpc.Health"
 SANDBOX_SERVICE = "grpc.SandboxService"
+
+
+class GuestTarget(Record):
+    """Where a guest's ports are.
+
+    Attributes:
+        api: the agent API address (port 1024), or ``None`` when the target has none.
+        console: the debug console address.
+        label: how messages name it (a sandbox ID or the address).
+    """
+
+    api: Address | None
+    console: Address
+    label: str
+
+    @classmethod
+    def for_socket(cls, path: str, *, console_port: int | None = None, label: str = "") -> GuestTarget:
+        """A sandbox's hybrid vsock socket (``ROOT/ID/task.socket`` or ``task.vsock``)."""
+        return cls(
+            HvsockAddress(path, AGENT_PORT),
+            HvsockAddress(path, console_port or CONSOLE_PORT),
+            f"{label} ({path})" if label else path,
+        )
+
+    @classmethod
+    def for_address(cls, text: str, *, console_port: int | None = None) -> GuestTarget:
+        """An address string; a port in it names the console when ``console_port`` is not given."""
+        address = parse_address(text)
+        console = address
+        if console_port is not None or not isinstance(address, HvsockAddress):
+            console = with_port(address, console_port or CONSOLE_PORT)
+        api = (
+            None if isinstance(address, UnixAddress) and address.abstract else with_port(address, AGENT_PORT)
+        )
+        return cls(api, console, text)
+
+    @classmethod
+    def agent_only(cls, address: Address) -> GuestTarget:
+        """An agent port alone, to probe (its console address is the same: never dialled)."""
+        return cls(address, address, str(address))
 
 
 class GuestKind(Named):
