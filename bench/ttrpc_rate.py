@@ -11,7 +11,7 @@ The Go peers are built from Debian packages by ``tests/interop/gopeers.py`` (row
 the reason when Go is absent). ``--uvloop`` runs the Python side on uvloop too and reports both.
 Goal (issue 4): Py<->Py >= 0.5 x Go<->Go at 64 in flight. Every loop is bounded (~40-60 s total).
 
-Usage: python bench/ttrpc_rate.py [--uvloop] [--seconds 2]
+Usage: python bench/ttrpc_rate.py [--uvloop] [--seconds 2] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -185,10 +186,55 @@ def run_in_loop(loop_name: str, coro_fn: Callable[[], Coroutine[Any, Any, Any]])
     return asyncio.run(coro_fn())
 
 
+Rows = dict[str, dict[str, float]]  # row -> {column: calls/s, or MB/s for a streaming row}
+
+
+def measure_round(peers: Any, loops: list[str], secs: float, tmp: Path) -> Rows:
+    """Every row once; the streaming rows' columns are ``down`` and ``up`` (MB/s)."""
+    rows: Rows = {}
+    gosock, pysock = tmp / "go.sock", tmp / "py.sock"
+    if peers is not None:
+        with go_server(peers.server, gosock):
+            for c in CONCURRENCY:
+                calls = go_bench_calls(c, secs, 15_000 if c == 1 else 100_000)
+                rate = asyncio.run(run_go_bench(peers.client, gosock, calls, c))
+                rows.setdefault("Go client -> Go server", {})[f"c{c}"] = rate
+            for loop_name in loops:
+                for c in CONCURRENCY:
+                    rate = run_in_loop(loop_name, functools.partial(py_call_rate, gosock, c, secs))
+                    rows.setdefault(f"Py client -> Go server ({loop_name})", {})[f"c{c}"] = rate
+    for loop_name in loops:
+        with python_server_process(pysock, loop_name):
+            for c in CONCURRENCY:
+                rate = run_in_loop(loop_name, functools.partial(py_call_rate, pysock, c, secs))
+                rows.setdefault(f"Py client -> Py server ({loop_name})", {})[f"c{c}"] = rate
+            if peers is not None:
+                for c in CONCURRENCY:
+                    # as many calls as the Python server answered in `secs` just before
+                    calls = go_bench_calls(c, secs, rows[f"Py client -> Py server ({loop_name})"][f"c{c}"])
+                    rate = asyncio.run(run_go_bench(peers.client, pysock, calls, c))
+                    rows.setdefault(f"Go client -> Py server ({loop_name})", {})[f"c{c}"] = rate
+            down, up = run_in_loop(loop_name, functools.partial(py_stream_rates, pysock, secs))
+            rows[f"streaming ({loop_name})"] = {"down": down, "up": up}
+    if peers is not None:
+        agentsock = tmp / "agent.sock"
+        with agent_process(agentsock, tmp):
+            for c in CONCURRENCY:
+                calls = go_bench_calls(c, secs, 10_000 if c == 1 else 40_000)
+                rate = asyncio.run(
+                    run_go_bench(peers.client, agentsock, calls, c, service="grpc.Health", method="Check")
+                )
+                rows.setdefault("Go client -> kuasar-agent Health", {})[f"c{c}"] = rate
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--uvloop", action="store_true", help="also run the Python side on uvloop")
     parser.add_argument("--seconds", type=float, default=2.0, help="per measurement (default 2)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure every row this many times, print medians (default 1)"
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -197,8 +243,6 @@ def main() -> int:
         return 0
 
     loops = ["asyncio", "uvloop"] if args.uvloop else ["asyncio"]
-    secs = args.seconds
-    rows: dict[str, dict[str, float]] = {}  # row -> {column: calls/s}
     notes: list[str] = []
     try:
         peers = build_go_peers()
@@ -206,45 +250,23 @@ def main() -> int:
         peers = None
         notes.append(f"Go rows skipped: {exc}")
 
-    with tempfile.TemporaryDirectory(prefix="kbench-") as tmp:
-        gosock, pysock = Path(tmp) / "go.sock", Path(tmp) / "py.sock"
-        if peers is not None:
-            with go_server(peers.server, gosock):
-                for c in CONCURRENCY:
-                    calls = go_bench_calls(c, secs, 15_000 if c == 1 else 100_000)
-                    rate = asyncio.run(run_go_bench(peers.client, gosock, calls, c))
-                    rows.setdefault("Go client -> Go server", {})[f"c{c}"] = rate
-                for loop_name in loops:
-                    for c in CONCURRENCY:
-                        rate = run_in_loop(loop_name, functools.partial(py_call_rate, gosock, c, secs))
-                        rows.setdefault(f"Py client -> Go server ({loop_name})", {})[f"c{c}"] = rate
-        for loop_name in loops:
-            with python_server_process(pysock, loop_name):
-                for c in CONCURRENCY:
-                    rate = run_in_loop(loop_name, functools.partial(py_call_rate, pysock, c, secs))
-                    rows.setdefault(f"Py client -> Py server ({loop_name})", {})[f"c{c}"] = rate
-                if peers is not None:
-                    for c in CONCURRENCY:
-                        # as many calls as the Python server answered in `secs` just before
-                        calls = go_bench_calls(
-                            c, secs, rows[f"Py client -> Py server ({loop_name})"][f"c{c}"]
-                        )
-                        rate = asyncio.run(run_go_bench(peers.client, pysock, calls, c))
-                        rows.setdefault(f"Go client -> Py server ({loop_name})", {})[f"c{c}"] = rate
-                down, up = run_in_loop(loop_name, functools.partial(py_stream_rates, pysock, secs))
-                notes.append(
-                    f"Py<->Py streaming ({loop_name}), 64 KiB messages: server->client {down:.0f} MB/s, "
-                    f"client->server {up:.0f} MB/s"
-                )
-        if peers is not None:
-            agentsock = Path(tmp) / "agent.sock"
-            with agent_process(agentsock, Path(tmp)):
-                for c in CONCURRENCY:
-                    calls = go_bench_calls(c, secs, 10_000 if c == 1 else 40_000)
-                    rate = asyncio.run(
-                        run_go_bench(peers.client, agentsock, calls, c, service="grpc.Health", method="Check")
-                    )
-                    rows.setdefault("Go client -> kuasar-agent Health", {})[f"c{c}"] = rate
+    rounds: list[Rows] = []
+    for _ in range(max(1, args.rounds)):
+        with tempfile.TemporaryDirectory(prefix="kbench-") as tmp:
+            rounds.append(measure_round(peers, loops, args.seconds, Path(tmp)))
+    # a cell is the median of its rounds: the machine's other load moves single runs a lot
+    rows: Rows = {
+        name: {col: statistics.median(r[name][col] for r in rounds) for col in cols}
+        for name, cols in rounds[0].items()
+    }
+    for loop_name in loops:
+        stream = rows.pop(f"streaming ({loop_name})")
+        notes.append(
+            f"Py<->Py streaming ({loop_name}), 64 KiB messages: server->client {stream['down']:.0f} MB/s, "
+            f"client->server {stream['up']:.0f} MB/s"
+        )
+    if len(rounds) > 1:
+        notes.append(f"every cell is the median of {len(rounds)} rounds")
 
     base = rows.get("Go client -> Go server", {})
     header = f"{'unary Echo, one connection':<36} {'1 in flight':>12} {'ratio':>6}"
