@@ -134,3 +134,17 @@ def test_the_debug_consoles_interactive_shell_does_not_read_the_host_users_bashr
             output += chunk
     assert homes_in(output) == [clean.home], output
     assert not os.path.exists(clean.marker)
+
+
+def test_console_exec_sessions_keep_no_shell_history(clean: Sandbox) -> None:
+    """Exec mode's bash neither reads nor rewrites ``~/.bash_history`` (its ``exec`` saved the
+    history, so every session read and rewrote a file of up to 500 lines of wrapper lines)."""
+    if shutil.which("bash") is None:
+        pytest.skip("bash is not installed")
+    history = os.path.join(clean.home, ".bash_history")
+    if os.path.exists(history):
+        os.unlink(history)
+    for _ in range(2):
+        result = kuasarctl("exec", "--console", "-d", clean.root, NAME, "true")
+        assert result.returncode == 0, result.stderr.decode()
+    assert not os.path.exists(history)

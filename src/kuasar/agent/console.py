@@ -63,9 +63,11 @@ async def sniff_header(reader: asyncio.StreamReader, limits: Limits) -> HeaderDe
 
 def shell_argv(shell: str, exec_mode: bool) -> list[str]:
     """The shell's command line. In exec mode it reads one line and then execs the wrapper, so
-    bash skips its start-up files (bash-completion alone costs a few hundred milliseconds)."""
+    bash skips its start-up files (bash-completion alone costs a few hundred milliseconds), line
+    editing (readline reads a line one byte per ``read``: ~300 for a wrapper line) and history
+    (it would read ``~/.bash_history``, and rewrite it on ``exec``, every session)."""
     if exec_mode and os.path.basename(shell) == "bash":
-        return [shell, "--norc", "--noprofile"]
+        return [shell, "--norc", "--noprofile", "--noediting", "+o", "history"]
     return [shell]
 
 
