@@ -81,7 +81,8 @@ class Client:
         self._core = ClientCore(limits.max_message)
         self._streams: dict[int, CallState] = {}
         self._error: ConnectionClosed | None = None
-        self._read_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._loop = asyncio.get_running_loop()
+        self._read_task = self._loop.create_task(self._read_loop())
 
     async def __aenter__(self) -> Client:
         return self
@@ -144,7 +145,7 @@ class Client:
             ConnectionClosed: the connection is gone.
             ProtocolError: the server's answer is malformed.
         """
-        state = CallState(None)
+        state = CallState(None, self._loop)
         span = Span(f"ttrpc /{service}/{method}") if tracing() else None
         payload = request.SerializeToString()
         try:

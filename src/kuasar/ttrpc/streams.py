@@ -50,10 +50,11 @@ class CallState:
 
     __slots__ = ("future", "inbox", "stream_id")
 
-    def __init__(self, maxsize: int | None) -> None:
+    def __init__(self, maxsize: int | None, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.inbox: Inbox[Event] | None = None if maxsize is None else Inbox(maxsize)
+        # ``loop``: the connection's, passed by a unary call (get_running_loop() is a getpid() each)
         self.future: asyncio.Future[Event | None] | None = (
-            asyncio.get_running_loop().create_future() if maxsize is None else None
+            (loop or asyncio.get_running_loop()).create_future() if maxsize is None else None
         )
         self.stream_id = 0
 
