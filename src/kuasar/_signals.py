@@ -12,38 +12,16 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from signal import (
-        SIGHUP,
-        SIGINT,
-        SIGKILL,
-        SIGPIPE,
-        SIGQUIT,
-        SIGTERM,
-        SIGWINCH,
-        set_wakeup_fd,
-        signal,
-    )
+    import signal as _impl
 else:
-    from _signal import (
-        SIGHUP,
-        SIGINT,
-        SIGKILL,
-        SIGPIPE,
-        SIGQUIT,
-        SIGTERM,
-        SIGWINCH,
-        set_wakeup_fd,
-        signal,
-    )
+    import _signal as _impl
 
-__all__ = [
-    "SIGHUP",
-    "SIGINT",
-    "SIGKILL",
-    "SIGPIPE",
-    "SIGQUIT",
-    "SIGTERM",
-    "SIGWINCH",
-    "set_wakeup_fd",
-    "signal",
-]
+SIGHUP = _impl.SIGHUP
+SIGINT = _impl.SIGINT
+SIGKILL = _impl.SIGKILL
+SIGPIPE = _impl.SIGPIPE
+SIGQUIT = _impl.SIGQUIT
+SIGTERM = _impl.SIGTERM
+SIGWINCH = _impl.SIGWINCH
+set_wakeup_fd = _impl.set_wakeup_fd
+signal = _impl.signal
