@@ -13,8 +13,8 @@ Request/Data frames and the envelope, every answer read into events), which the 
   protocol callback measured 10-25% fewer calls/s at 64 in flight and half the streamed MB/s.)
 - Stream ids are odd, start at 1 and grow by 2; an id is taken and its Request queued with no
   ``await`` in between, so ids reach the wire in increasing order (Go >= 1.2 servers insist).
-  Frames queued in one loop iteration leave together, 16 at most to a ``send()``
-  (:class:`~kuasar.ttrpc._conn.FrameWriter`);
+  Frames queued in one loop iteration leave together, 16 at most to a ``send()``, so a server
+  starts on the first calls while the rest are made (:class:`~kuasar.ttrpc._conn.FrameWriter`);
   a writer waits only while the connection is over its high-water mark.
 - Head-of-line blocking: ttrpc has no flow control. When a stream's inbox is full
   (``limits.stream_queue`` messages) the reader waits, so *every* stream on this connection stalls

@@ -10,8 +10,7 @@ one reused buffer and decodes frames as they arrive; Data frames go into the bou
 call. When an inbox is full (``limits.stream_queue``) reading pauses until it has room, which
 stalls every call on that connection (head-of-line blocking: ttrpc has no flow control). Frames
 are queued whole through the connection's :class:`~kuasar.ttrpc._conn.FrameWriter` (the answers
-to one read leave together, 16 at most to a ``send()``, so the client starts on the first while
-the rest are made); while the client does not read, streaming handlers wait in
+to one read leave in one ``send()``); while the client does not read, streaming handlers wait in
 :meth:`ServerStream.send` and reading pauses, so a slow client throttles both. A unary handler
 that cannot suspend (:func:`~kuasar.ttrpc.service.never_suspends`: no ``await`` in its body) runs
 inline, in a context of its own but outside any task (``asyncio.current_task()`` is ``None``);
