@@ -62,6 +62,11 @@ def latency_rows(result: dict[str, Any]) -> list[Row]:
         rows.append(
             row(name, f"{ms:.1f} ms", f"{ms / floor:.2f}x", f"≤ floor + 10 ms ({goal:.0f})", ms <= goal)
         )
+        if key == "console_ms" and result.get("socat_ms"):
+            socat = result["socat_ms"]
+            rows.append(
+                row("… socat doing the same console exec (the guest shell's own work)", f"{socat:.1f} ms")
+            )
     return rows
 
 
