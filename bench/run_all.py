@@ -200,7 +200,7 @@ def main() -> int:
     notes: list[str] = []
 
     def latency() -> None:
-        raw["latency"] = exec_latency.measure(5 if quick else 20)
+        raw["latency"] = exec_latency.measure(5 if quick else 30)
         rows.extend(latency_rows(raw["latency"]))
         if raw["latency"]["protobuf_on_console_path"]:
             notes.append("protobuf was imported on the console exec path (a regression)")
@@ -209,7 +209,7 @@ def main() -> int:
         if shutil.which("socat") is None:
             notes.append("throughput skipped: socat is not installed (apt-get install socat)")
             return
-        raw["throughput"] = exec_throughput.measure(args.size, 1 if quick else 5)
+        raw["throughput"] = exec_throughput.measure(args.size, 1 if quick else 11)
         rows.extend(throughput_rows(raw["throughput"]))
 
     def ttrpc() -> None:
