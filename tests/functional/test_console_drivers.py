@@ -8,6 +8,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -19,6 +20,15 @@ from kuasar.errors import ConnectionClosed, DeadlineExceeded, ProtocolError
 SHORT = DEFAULT_LIMITS.replace(console_start_timeout=0.3)
 
 
+@pytest.fixture
+def output() -> Iterator[tuple[int, int]]:
+    """A pipe for the driver's output: ``(read_end, write_end)``, both closed afterwards."""
+    read_end, write_end = os.pipe()
+    yield read_end, write_end
+    os.close(read_end)
+    os.close(write_end)
+
+
 def play_wrapper(peer: socket.socket, core: ConsoleExec) -> None:
     """Read the exec line, then answer as the wrapper would: start marker, output, exit marker."""
     received = b""
@@ -27,34 +37,24 @@ def play_wrapper(peer: socket.socket, core: ConsoleExec) -> None:
     peer.sendall(b"prompt$ __KSR_START__:%s\nhello\n__KSR_EXIT__:%s:7\n" % ((core.token.encode(),) * 2))
 
 
-def test_blocking_driver_bounds_a_console_that_never_starts() -> None:
+def test_blocking_driver_bounds_a_console_that_never_starts(output: tuple[int, int]) -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
         core = ConsoleExec(["true"])
-        read_end, write_end = os.pipe()
-        try:
-            with pytest.raises(ProtocolError, match=r"did not start the command within 0\.3 s"):
-                console_sync.run(ours, core, output_fd=write_end, limits=SHORT)
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        with pytest.raises(ProtocolError, match=r"did not start the command within 0\.3 s"):
+            console_sync.run(ours, core, output_fd=output[1], limits=SHORT)
 
 
-def test_blocking_driver_runs_a_command() -> None:
+def test_blocking_driver_runs_a_command(output: tuple[int, int]) -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
         core = ConsoleExec(["echo", "hello"])
         player = threading.Thread(target=play_wrapper, args=(peer, core))
         player.start()
-        read_end, write_end = os.pipe()
-        try:
-            result = console_sync.run(ours, core, output_fd=write_end, limits=SHORT)
-            player.join()
-            assert result.exit_status == 7
-            assert os.read(read_end, 100) == b"hello\n"
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        result = console_sync.run(ours, core, output_fd=output[1], limits=SHORT)
+        player.join()
+        assert result.exit_status == 7
+        assert os.read(output[0], 100) == b"hello\n"
 
 
 def read_exec_line(peer: socket.socket) -> None:
@@ -112,7 +112,9 @@ def test_blocking_driver_relays_output_byte_exact_across_chunks_and_a_split_exit
         assert bytes(collected) == payload
 
 
-def test_blocking_driver_deadline_bounds_a_started_command_that_prints_nothing() -> None:
+def test_blocking_driver_deadline_bounds_a_started_command_that_prints_nothing(
+    output: tuple[int, int],
+) -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
         core = ConsoleExec(["sleep", "10"])
@@ -120,33 +122,21 @@ def test_blocking_driver_deadline_bounds_a_started_command_that_prints_nothing()
             target=lambda: (read_exec_line(peer), peer.sendall(b"__KSR_START__:%s\n" % core.token.encode()))
         )
         player.start()
-        read_end, write_end = os.pipe()
-        try:
-            with pytest.raises(DeadlineExceeded):
-                console_sync.run(
-                    ours, core, output_fd=write_end, deadline=time.monotonic() + 0.3, limits=SHORT
-                )
-            player.join()
-            assert core.started
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        with pytest.raises(DeadlineExceeded):
+            console_sync.run(ours, core, output_fd=output[1], deadline=time.monotonic() + 0.3, limits=SHORT)
+        player.join()
+        assert core.started
 
 
-def test_blocking_driver_reports_a_console_closed_after_the_start() -> None:
+def test_blocking_driver_reports_a_console_closed_after_the_start(output: tuple[int, int]) -> None:
     ours, peer = socket.socketpair()
     with ours, peer:
         core = ConsoleExec(["cat"])
         peer.sendall(b"__KSR_START__:%s\npartial" % core.token.encode())
         peer.shutdown(socket.SHUT_WR)  # the console ends; the exec line still fits in the buffer
-        read_end, write_end = os.pipe()
-        try:
-            with pytest.raises(ConnectionClosed, match="before the command finished"):
-                console_sync.run(ours, core, output_fd=write_end, limits=SHORT)
-            assert drain(read_end) == b"partial"
-        finally:
-            os.close(read_end)
-            os.close(write_end)
+        with pytest.raises(ConnectionClosed, match="before the command finished"):
+            console_sync.run(ours, core, output_fd=output[1], limits=SHORT)
+        assert drain(output[0]) == b"partial"
 
 
 @pytest.mark.asyncio
