@@ -16,8 +16,7 @@ in for ``dataclasses.replace`` and ``asdict``. A ``__post_init__`` method, if de
 of the ≈ 10 ms a one-shot ``exec`` may spend over the interpreter's own start, issue 12), so the few
 constant sets that path needs (``GuestKind``, ``ExecPath``, ``StdinMode``) subclass :class:`Named`
 instead. A member is an instance of its class (compare with ``is``), equal to its text, serialised
-by ``json`` as its text, with ``.value`` and ``.name`` as an enum member has; ``members()`` lists
-them in definition order.
+by ``json`` as its text, with ``.value`` and ``.name`` as an enum member has.
 """
 
 from __future__ import annotations
@@ -129,11 +128,6 @@ class Named(str):
         for name, value in members.items():
             setattr(cls, name, cls(value))
             cls._names[value] = name
-
-    @classmethod
-    def members(cls) -> tuple[Self, ...]:
-        """Every member, in definition order."""
-        return tuple(getattr(cls, name) for name in cls._names.values())
 
     @property
     def value(self) -> str:

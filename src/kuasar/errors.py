@@ -201,8 +201,9 @@ class Translating:
     chain = True
 
     def translate(self, exc: BaseException) -> BaseException | None:
-        """The exception to raise instead of ``exc``, or ``None`` to let ``exc`` pass."""
-        raise NotImplementedError
+        """The exception to raise instead of ``exc``, or ``None`` to let ``exc`` pass (this base
+        lets everything pass)."""
+        return None
 
     def __enter__(self) -> None:
         return None

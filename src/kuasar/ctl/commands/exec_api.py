@@ -126,6 +126,12 @@ class ApiCommand:
         )
 
 
+def _write_out(chunks: list[tuple[int, bytes]], stdout_fd: int, stderr_fd: int) -> None:
+    """The process's output chunks, each to stdout or stderr as its stream says."""
+    for stream, data in chunks:
+        write_all_blocking(stdout_fd if stream == STDOUT else stderr_fd, data)
+
+
 #: Queued output to the agent above which stdin is not read until the socket has taken some.
 _HIGH_WATER = 1024 * 1024
 
@@ -160,8 +166,7 @@ class _Loop:
         the signal handlers (installed here) are restored on every path."""
         self.signals = _Signals(self.watched)
         try:
-            for stream, data in self.process.attach():  # what came while the probe was read
-                write_all_blocking(stdout_fd if stream == STDOUT else sys.stderr.fileno(), data)
+            _write_out(self.process.attach(), stdout_fd, sys.stderr.fileno())  # came with the probe
             outcome = self.run(stdout_fd, sys.stderr.fileno(), size_fd)
         except BaseException:
             self.process.kill()
@@ -188,11 +193,10 @@ class _Loop:
                         return outcome
                 for fd, events in self.selector.select(timeout):
                     if fd == self.process.fileno():
-                        for stream, data in self.process.on_ready(
-                            readable=bool(events & READ),
-                            writable=bool(events & WRITE),
-                        ):
-                            write_all_blocking(stdout_fd if stream == STDOUT else stderr_fd, data)
+                        chunks = self.process.on_ready(
+                            readable=bool(events & READ), writable=bool(events & WRITE)
+                        )
+                        _write_out(chunks, stdout_fd, stderr_fd)
                     elif fd == self.signals.read_fd:
                         if (outcome := self._on_signals(size_fd)) is not None:
                             return outcome
