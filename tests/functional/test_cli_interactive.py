@@ -21,6 +21,16 @@ def sandbox() -> Iterator[LocalSandbox]:
         yield running
 
 
+def written(path: str) -> bool:
+    """The shell's redirect has created ``path`` and the command has written its line (the file
+    exists as soon as the redirect opens it, before anything is in it)."""
+    try:
+        with open(path) as file:
+            return file.read().endswith("\n")
+    except FileNotFoundError:
+        return False
+
+
 def test_interactive_shell_and_terminal_restored(sandbox: LocalSandbox, tmux: Tmux, tmp_path: object) -> None:
     work = short_tmpdir("ksrtty")
     before, after, done = (os.path.join(work, name) for name in ("before", "after", "done"))
@@ -38,7 +48,7 @@ def test_interactive_shell_and_terminal_restored(sandbox: LocalSandbox, tmux: Tm
         tmux("send-keys", "echo $((6*7))", "Enter")
         assert wait_for(lambda: "42" in screen().replace("6*7", "")), screen()
         tmux("send-keys", "exit", "Enter")
-        assert wait_for(lambda: os.path.exists(done) and os.path.exists(after)), screen()
+        assert wait_for(lambda: written(done) and written(after)), screen()
         with open(done) as file:
             assert file.read().strip() == "rc=0"
         with open(before) as first, open(after) as second:
@@ -56,7 +66,7 @@ def test_escape_key_detaches_and_restores_terminal(sandbox: LocalSandbox, tmux: 
     try:
         assert wait_for(lambda: shows_prompt(tmux)), tmux("capture-pane", "-p").stdout
         tmux("send-keys", "C-]")
-        assert wait_for(lambda: os.path.exists(after)), tmux("capture-pane", "-p").stdout
+        assert wait_for(lambda: written(after)), tmux("capture-pane", "-p").stdout
         with open(before) as first, open(after) as second:
             assert first.read() == second.read()
         assert "[detached]" in tmux("capture-pane", "-p").stdout
