@@ -12,6 +12,7 @@ import pytest
 
 from tests.functional.cli_helpers import KUASARCTL, kuasarctl
 from tests.functional.guests import Guest, as_nobody
+from tests.functional.guests_raw import wait_for
 
 
 def exec_in(
@@ -84,6 +85,7 @@ def test_vmm_task_with_console_uses_it(vmm_task_console_guest: Guest) -> None:
     result = exec_in(vmm_task_console_guest, "sh", "-c", "echo out; echo err >&2; exit 4")
     assert (result.returncode, result.stdout) == (4, b"out\nerr\n"), result.stderr  # merged on the console
     assert vmm_task_console_guest.exec_calls(since) == []
+    wait_for(lambda: vmm_task_console_guest.consoles(since))  # the stand-in logs the close after we leave
     assert [session.exec_mode for session in vmm_task_console_guest.consoles(since)] == [True]
 
 
