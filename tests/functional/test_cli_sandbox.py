@@ -189,3 +189,38 @@ def test_empty_root_or_name_is_a_usage_error(flags: list[str]) -> None:
     result = kuasarctl("sandbox", "run", *flags)
     assert result.returncode == 2
     assert "must not be empty" in result.stderr.decode()
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and has not exited (a zombie has)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as file:
+            return file.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_stop_returns_once_the_supervisor_has_exited() -> None:
+    with local_sandbox("pod-gone-1") as sandbox:
+        state = read_state(os.path.join(sandbox.root, sandbox.id))
+        assert state is not None and running(state.supervisor_pid)
+        stopped = kuasarctl("sandbox", "stop", "-d", sandbox.root, sandbox.id)
+        assert stopped.returncode == 0, stopped.stderr
+        assert not running(state.supervisor_pid)
+
+
+def test_a_supervisor_that_does_not_end_is_killed_after_the_timeout() -> None:
+    from kuasar.sandbox.discovery import resolve_sandbox
+    from kuasar.sandbox.local import stop_sandbox
+
+    with local_sandbox("pod-stuck-1") as sandbox:
+        state = read_state(os.path.join(sandbox.root, sandbox.id))
+        assert state is not None
+        os.kill(state.supervisor_pid, signal.SIGSTOP)  # SIGTERM stays pending: it never exits by itself
+        started = time.monotonic()
+        assert stop_sandbox(resolve_sandbox(sandbox.id, [sandbox.root]), timeout=0.5) is True
+        assert 0.5 <= time.monotonic() - started < 5
+        deadline = time.monotonic() + 5
+        while running(state.supervisor_pid) and time.monotonic() < deadline:  # SIGKILL is asynchronous
+            time.sleep(0.02)
+        assert not running(state.supervisor_pid)

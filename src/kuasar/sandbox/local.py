@@ -362,14 +362,37 @@ def stop_sandbox(ref: SandboxRef, timeout: float | None = None, limits: Limits =
         )
     was_running = supervisor_alive(state)
     if state is not None and was_running:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.supervisor_pid, signal.SIGTERM)
         if timeout is None:  # a VM's supervisor first gives its guest the power-off grace
             timeout = limits.sandbox_stop_timeout + (limits.vm_poweroff_grace if state.kind == "qemu" else 0)
-        deadline = time.monotonic() + timeout
-        while is_supervisor(state.supervisor_pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        if is_supervisor(state.supervisor_pid):
+        if not _ended_after_sigterm(state.supervisor_pid, timeout) and is_supervisor(state.supervisor_pid):
             _kill_group(state.supervisor_pid)
     shutil.rmtree(ref.directory, ignore_errors=True)
     return was_running
+
+
+def _ended_after_sigterm(pid: int, timeout: float) -> bool:
+    """SIGTERM the supervisor ``pid`` and wait up to ``timeout`` for its process to end.
+
+    It is not our child, so it is watched through a pidfd, which becomes readable once the process
+    has exited (its command line goes blank a moment earlier, while its mm is released, so
+    :func:`is_supervisor` alone could report it gone before it is); without pidfds, the command line
+    is polled.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    except OSError:  # no pidfd_open (a kernel before 5.3)
+        pidfd = None
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if pidfd is not None:
+            return bool(select.select([pidfd], [], [], timeout)[0])
+        deadline = time.monotonic() + timeout
+        while is_supervisor(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not is_supervisor(pid)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
